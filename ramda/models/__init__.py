@@ -1,0 +1,1 @@
+"""Network architectures the tasks train (those no maintained library ships)."""
