@@ -58,6 +58,7 @@ class ProxGenConfig(OptimizerConfig):
     lr: float = 1e-3
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
+    weight_decay: float = 0.0
     stop: str | None = None
     max_iters: int = 100
     rtol: float = 1e-8
@@ -116,7 +117,8 @@ class TrainerConfig:
     """The training loop. ``milestones`` are epochs where lr ← ``gamma``·lr (and RMDA/RAMDA restart);
     the momentum schedule c ← min(c₀√j, 1) starts at ``momentum_start_epoch`` (None: the last milestone, or
     epoch 0 without milestones). ``checkpoint_every_steps`` > 0 also saves mid-epoch (always at epoch ends).
-    ``device``: auto|cpu|cuda|cuda:N; ``precision``: fp32|bf16|fp16; ``progress``: auto|bar|lines|none.
+    ``device``: auto|cpu|cuda|cuda:N; ``threads`` > 0 sets torch's CPU threads (0: torch's default);
+    ``precision``: fp32|bf16|fp16; ``progress``: auto|bar|lines|none.
     """
 
     epochs: int = 10
@@ -126,6 +128,7 @@ class TrainerConfig:
     momentum_start_epoch: int | None = None
     precision: str = "fp32"
     device: str = "auto"
+    threads: int = 0
     compile: bool = False
     channels_last: bool = False
     checkpoint_every_steps: int = 0

@@ -24,8 +24,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_env(device: str, seed: int) -> RunEnv:
-    """A single-process environment on ``device`` (rank 0 of 1)."""
+def make_env(device: str, seed: int, threads: int = 0) -> RunEnv:
+    """A single-process environment on ``device`` (rank 0 of 1); ``threads`` > 0 sets torch's CPU threads."""
+    if threads > 0:
+        torch.set_num_threads(threads)
     dev = resolve_device(device)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)

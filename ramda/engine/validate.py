@@ -122,7 +122,7 @@ def validate(cfg: DictConfig, tasks: Sequence[str]) -> None:
     _number("trainer.gamma", tr.gamma, 0.0, 1.0, False, True)
     if tr.momentum_start_epoch is not None and tr.momentum_start_epoch < 0:
         raise ConfigError("trainer.momentum_start_epoch", f"{tr.momentum_start_epoch} < 0", "valid: null or >= 0")
-    for key in ("checkpoint_every_steps", "log_every_steps"):
+    for key in ("checkpoint_every_steps", "log_every_steps", "threads"):
         if tr[key] < 0:
             raise ConfigError(f"trainer.{key}", f"{tr[key]} < 0", "valid: 0 (off) or a positive integer")
     check_device(tr.device)

@@ -13,7 +13,7 @@ class DigitsCNN(nn.Module):
     The conv and linear weights carry the paper's input-wise groups; BatchNorm and biases are unregularised.
     """
 
-    def __init__(self, channels: tuple[int, int, int] = (32, 64, 64), hidden: int = 128, classes: int = 10):
+    def __init__(self, channels: tuple[int, int, int] = (16, 32, 32), hidden: int = 64, classes: int = 10):
         super().__init__()
         c1, c2, c3 = channels
 

@@ -36,8 +36,8 @@ class Config(TaskConfig):
     batch_size: int = 64
     eval_batch_size: int = 512
     data: DataConfig = field(default_factory=DataConfig)
-    channels: list[int] = field(default_factory=lambda: [32, 64, 64])
-    hidden: int = 128
+    channels: list[int] = field(default_factory=lambda: [16, 32, 32])
+    hidden: int = 64
 
 
 def load_arrays(root: str = "") -> tuple[np.ndarray, np.ndarray]:
