@@ -111,8 +111,33 @@ class DigitsTask(Task):
         return nn.functional.cross_entropy(model(x.to(self.env.device)), y.to(self.env.device))
 
     @torch.no_grad()
+    def recalibrate_batchnorm(self, model: nn.Module) -> None:
+        """Set every BatchNorm's running statistics to the exact mean and (unbiased) variance of its input over
+        the whole training split, under the current weights ("precise BN").
+
+        The running averages kept during training lag behind weights that move fast — as RMDA's and RAMDA's do
+        once their momentum reaches 1 and groups switch between zero and nonzero — and then the evaluation
+        mis-normalises. Training itself (batch statistics) is unaffected.
+        """
+        norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if not norms:
+            return
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average: one batch gives its exact statistics
+        was_training = model.training
+        model.train()
+        model(self.x_train.to(self.env.device))
+        model.train(was_training)
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+
+    @torch.no_grad()
     def evaluate(self, model: nn.Module) -> dict[str, float]:
-        """Accuracy (percent) and mean cross-entropy over the validation split (every rank sees all of it)."""
+        """Accuracy (percent) and mean cross-entropy over the validation split (every rank sees all of it),
+        after :meth:`recalibrate_batchnorm`."""
+        self.recalibrate_batchnorm(model)
         size = self.cfg.eval_batch_size or self.batch
         n_batches = -(-len(self.y_val) // size)
         if self.cfg.max_eval_batches > 0:

@@ -1,0 +1,157 @@
+"""Config composition (real Hydra), the one-line bad-input errors, and the loop's precision modes, in-process."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+from ramda.config import OPTIMIZERS, register_configs
+from ramda.engine.errors import ConfigError
+from ramda.engine.preflight import preflight
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = str(ROOT / "configs")
+TASKS = register_configs()
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The small CNN runs fastest on one thread (and the machine may be shared)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def hydra_ctx():
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(CONFIGS, version_base="1.3"):
+        yield
+    GlobalHydra.instance().clear()
+
+
+def test_default_is_the_digits_ramda_demo(hydra_ctx):
+    cfg = compose("train")
+    assert (cfg.task.name, cfg.optimizer.name, cfg.regularizer.name, cfg.logger.name) == (
+        "digits",
+        "ramda",
+        "group_lasso",
+        "local",
+    )
+    preset = OmegaConf.load(ROOT / "configs/preset/digits/ramda.yaml")
+    assert cfg.optimizer.lr == preset.optimizer.lr and cfg.regularizer.lam == preset.regularizer.lam
+    assert cfg.trainer.epochs == preset.trainer.epochs and cfg.regularizer.lam > 0
+
+
+def test_command_line_wins_over_the_preset(hydra_ctx):
+    cfg = compose(
+        "train", overrides=["optimizer.lr=0.123", "regularizer.lam=0.5", "trainer.epochs=3", "seed=7"]
+    )
+    assert (cfg.optimizer.lr, cfg.regularizer.lam, cfg.trainer.epochs, cfg.seed) == (0.123, 0.5, 3, 7)
+
+
+@pytest.mark.parametrize("name", ["ramda", "rmda", "proxsgd", "proxgen", "msgd", "adam"])
+def test_every_optimizer_has_a_digits_preset(hydra_ctx, name: str):
+    cfg = compose("train", overrides=[f"optimizer={name}"])
+    preset = OmegaConf.load(ROOT / f"configs/preset/digits/{name}.yaml")
+    assert cfg.optimizer.name == name and cfg.optimizer.lr == preset.optimizer.lr
+    assert cfg.optimizer._target_ == OPTIMIZERS[name]._target_
+
+
+def test_demo_experiment_sets_the_table_and_grid(hydra_ctx):
+    cfg = compose("train", overrides=["experiment=demo"], return_hydra_config=True)
+    assert cfg.table == "demo" and cfg.task.name == "digits"
+    params = cfg.hydra.sweeper.params
+    assert params.optimizer.split(",") == ["ramda", "rmda", "proxsgd", "proxgen"] and str(params.seed) == "1"
+
+
+def test_run_directory_layout(hydra_ctx):
+    cfg = compose("train", overrides=["seed=3", "optimizer=rmda"], return_hydra_config=True)
+    assert cfg.hydra.run.dir.startswith("results/runs/adhoc/digits/rmda/seed3/20")
+    assert cfg.hydra.output_subdir is None  # the runner writes config.yaml itself
+
+
+@pytest.mark.parametrize(
+    ("argv", "prefix"),
+    [
+        (["task=nope"], "task: unknown value 'nope'; valid: "),
+        (
+            ["optimizer=nope"],
+            "optimizer: unknown value 'nope'; valid: adam, adamw, msgd, proxgen, proxsgd, ramda",
+        ),
+        (
+            ["regularizer=nope"],
+            "regularizer: unknown value 'nope'; valid: binary, group_lasso, l1, none, nuclear",
+        ),
+        (["optimizer.lr=-1"], "optimizer.lr: -1.0 is out of range; valid: a number in (0, inf)"),
+        (["optimizer.lr=abc"], "optimizer.lr: Value 'abc' of type 'str' could not be converted to Float"),
+        (["regularizer.lam=-0.1"], "regularizer.lam: -0.1 is out of range; valid: a number in [0, inf)"),
+        (["optimizer.momentum=1.5"], "optimizer.momentum: 1.5 is out of range; valid: a number in (0, 1]"),
+        (["optimizer.momentum=0"], "optimizer.momentum: 0.0 is out of range; valid: a number in (0, 1]"),
+        (
+            ["optimizer=msgd", "optimizer.momentum=1.0"],
+            "optimizer.momentum: 1.0 is out of range; valid: a number in [0, 1)",
+        ),
+        (
+            ["optimizer=msgd", "regularizer.lam=0.1"],
+            "regularizer.lam: optimizer msgd does not support a regularizer",
+        ),
+        (["regularizer=none", "regularizer.lam=0.1"], "regularizer.lam: 0.1 with regularizer=none"),
+        (
+            ["optimizer.momentom=0.1"],
+            "optimizer.momentom: unknown key; valid keys here: _target_, name, lr, momentum",
+        ),
+        (["+epochs=3"], "epochs: unknown top-level key"),
+        (["trainer.epochs=0"], "trainer.epochs: 0 is out of range"),
+        (["trainer.milestones=[5,3]"], "trainer.milestones: [5, 3] is not valid"),
+        (["trainer.precision=fp8"], "trainer.precision: unknown value 'fp8'; valid: fp32, bf16, fp16"),
+        (["trainer.device=tpu"], "trainer.device: unknown value 'tpu'"),
+        (["task.data.root=/no/such/dir"], "task.data.root: directory '/no/such/dir' does not exist"),
+        (["resume=/no/such.pt"], "resume: checkpoint '/no/such.pt' does not exist"),
+        (["-m", "optimizer=ramda,nope"], "optimizer: unknown value 'nope'"),
+        (["-m", "experiment=demo", "seed=1,-2"], "seed: -2 is out of range"),
+        (["logger=slack"], "logger: unknown value 'slack'; valid: local, wandb"),
+    ],
+)
+def test_bad_input_names_the_key_and_what_is_valid(argv: list[str], prefix: str):
+    with pytest.raises(ConfigError) as info:
+        preflight(argv, CONFIGS, TASKS)
+    assert str(info.value).startswith(prefix)
+    assert "\n" not in str(info.value)
+
+
+def test_good_input_passes_preflight():
+    preflight(["optimizer=proxgen", "regularizer=l1", "regularizer.lam=1e-4", "seed=2"], CONFIGS, TASKS)
+    preflight(["-m", "experiment=demo"], CONFIGS, TASKS)
+    preflight(["--help"], CONFIGS, TASKS)  # Hydra's own flags are left to Hydra
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_and_grad_clipping_on_cpu(hydra_ctx, tmp_path: Path, precision: str):
+    from ramda.engine.trainer import Trainer
+
+    cfg = compose(
+        "train",
+        overrides=[
+            f"trainer.precision={precision}",
+            "trainer.epochs=1",
+            "task.max_train_batches=3",
+            "task.grad_clip=1.0",
+            "task.max_eval_batches=1",
+            "task.eval_batch_size=32",
+            "trainer.progress=none",
+            "trainer.threads=1",
+        ],
+    )
+    summary = Trainer(cfg, tmp_path).run()
+    assert summary["status"] == "completed" and 0 <= summary["metric_value"] <= 100
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert bool(state["scaler"]) == (precision == "fp16")  # GradScaler only for fp16
+    assert json.loads((tmp_path / "summary.json").read_text())["status"] == "completed"
