@@ -119,6 +119,9 @@ class TrainerConfig:
     epoch 0 without milestones). ``checkpoint_every_steps`` > 0 also saves mid-epoch (always at epoch ends).
     ``device``: auto|cpu|cuda|cuda:N; ``threads`` > 0 sets torch's CPU threads (0: torch's default);
     ``precision``: fp32|bf16|fp16; ``progress``: auto|bar|lines|none.
+    Distributed (torchrun/srun): ``sync_batchnorm`` normalises over the global batch (CUDA only);
+    ``dump_replicas`` (a debugging aid) makes every rank write its model and optimizer state to
+    ``replica_rank<r>.pt`` in the run directory at the end, to check that the replicas are identical.
     """
 
     epochs: int = 10
@@ -134,6 +137,8 @@ class TrainerConfig:
     checkpoint_every_steps: int = 0
     log_every_steps: int = 50
     progress: str = "auto"
+    sync_batchnorm: bool = False
+    dump_replicas: bool = False
 
 
 @dataclass

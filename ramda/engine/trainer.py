@@ -21,8 +21,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ramda.engine import checkpoint as ckpt
+from ramda.engine import distributed
 from ramda.engine.build import build_optimizer, build_schedules
-from ramda.engine.env import make_env, seed_everything
+from ramda.engine.env import seed_everything
 from ramda.engine.errors import ConfigError, NonFiniteLossError, Preempted
 from ramda.engine.logging import Console, RunFiles, WandbLogger
 from ramda.engine.signals import StopRequest
@@ -39,6 +40,7 @@ RESUMABLE_CHANGES = (
     "trainer.log_every_steps",
     "trainer.checkpoint_every_steps",
     "task.num_workers",
+    "trainer.dump_replicas",
 )
 
 
@@ -123,10 +125,31 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------- run
     def run(self) -> dict[str, Any]:
-        cfg = self.cfg
+        """Join the process group when launched by torchrun/srun, train, leave it (every rank together)."""
+        self.env = distributed.setup(self.cfg.trainer.device, self.cfg.seed, self.cfg.trainer.threads)
+        together = False
+        try:
+            summary = self._run()
+            together = True
+            return summary
+        except (NonFiniteLossError, Preempted):
+            together = True  # every rank raises at the same step (see distributed.agree)
+            raise
+        finally:
+            distributed.close(self.env, wait=together)
+
+    def _run(self) -> dict[str, Any]:
+        cfg, env = self.cfg, self.env
+        self.run_dir = distributed.rank0_run_dir(self.run_dir, env)
+        self.files = RunFiles(self.run_dir, enabled=env.is_main)
         state = self._resume_state()
-        env = make_env(cfg.trainer.device, cfg.seed, cfg.trainer.threads)
-        self.env = env
+        steps = distributed.all_gather(-1 if state is None else state["global_step"], env)
+        if len(set(steps)) > 1:
+            raise ConfigError(
+                "hydra.run.dir",
+                f"the processes see different checkpoints in {self.run_dir} (global step by rank: {steps})",
+                "valid: a run directory on a file system that every node shares",
+            )
         seed_everything(cfg.seed)
         module = task_module(cfg.task.name)
         task_cfg = OmegaConf.to_object(cfg.task)
@@ -143,7 +166,14 @@ class Trainer:
         self.optimizer = build_optimizer(cfg, model)
         self.lr_schedule, self.momentum_schedule = build_schedules(cfg, self.optimizer)
         self.scaler = torch.amp.GradScaler(env.device.type, enabled=cfg.trainer.precision == "fp16")
-        self.step_model = torch.compile(model) if cfg.trainer.compile else model
+        parallel = distributed.wrap(model, env, cfg.trainer.sync_batchnorm)
+        self.step_model = torch.compile(parallel) if cfg.trainer.compile else parallel
+        # Evaluation runs on every rank over the whole validation set, outside DDP (no collectives).
+        self.eval_model = self.step_model
+        if parallel is not model:
+            self.eval_model = torch.compile(model) if cfg.trainer.compile else model
+        if env.rank > 0:
+            seed_everything(distributed.rank_seed(cfg.seed, env.rank))
 
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self.history: list[dict[str, Any]] = []
@@ -156,10 +186,18 @@ class Trainer:
             if self.momentum_schedule is not None and state.get("momentum_schedule"):
                 self.momentum_schedule.load_state_dict(state["momentum_schedule"])
             self.scaler.load_state_dict(state["scaler"])
-            ckpt.set_rng_state(state["rng"])
+            rngs = state.get("rng_ranks") or [state["rng"]]
+            if env.rank < len(rngs):
+                ckpt.set_rng_state(rngs[env.rank])
+            else:  # a rank the saving run did not have (resumed on more processes)
+                seed_everything(distributed.rank_seed(cfg.seed + state["global_step"], env.rank))
             self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
             self.global_step, self.history = state["global_step"], list(state["history"])
-            self.tally = EpochTally(**state["partial"])
+            # The saved tally is summed over the ranks (time: the maximum): rank 0 carries it on.
+            partial = state["partial"]
+            self.tally = (
+                EpochTally(**partial) if env.is_main else EpochTally(train_time=partial["train_time"])
+            )
             wandb_id = state.get("wandb_id")
             self.files.rewrite_metrics(self.history)
 
@@ -193,6 +231,9 @@ class Trainer:
         summary = self.summary("completed")
         self.files.write_summary(summary)
         self._finish(summary)
+        if cfg.trainer.dump_replicas:
+            replica = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+            torch.save(replica, self.run_dir / f"replica_rank{env.rank}.pt")
         return summary
 
     def _finish(self, summary: dict[str, Any], exit_code: int = 0) -> None:
@@ -212,6 +253,7 @@ class Trainer:
         every = cfg.trainer.checkpoint_every_steps
         log_every = cfg.trainer.log_every_steps
         n_batches = self.task.num_train_batches()
+        self.signum: int | None = None
         self.console.start(self.epoch)
         while self.epoch < cfg.trainer.epochs:
             epoch = self.epoch
@@ -221,30 +263,33 @@ class Trainer:
             batches = itertools.islice(self.task.train_batches(epoch), self.step_in_epoch, None)
             tick = time.perf_counter()
             for batch in batches:
-                loss = self._step(batch)
+                loss = self._step(batch, stop)
                 self.tally.train_time += time.perf_counter() - tick
                 self.console.step(loss)
                 if log_every and self.global_step % log_every == 0 and not self.console.bars:
                     self.console.print(
                         f"epoch {epoch + 1} step {self.step_in_epoch}/{n_batches} | loss {loss:.4f}"
                     )
-                if stop.signum is not None:
+                if self.signum is not None:
                     self._save()
-                    raise Preempted(stop.signum, str(self.files.checkpoint))
+                    raise Preempted(self.signum, str(self.files.checkpoint))
                 if every and self.global_step % every == 0 and self.step_in_epoch < n_batches:
                     self._save()
                 tick = time.perf_counter()
             self._end_epoch(epoch)
-            if stop.signum is not None:
-                raise Preempted(stop.signum, str(self.files.checkpoint))
+            _, self.signum = distributed.agree(False, stop.signum, self.env)
+            if self.signum is not None:
+                raise Preempted(self.signum, str(self.files.checkpoint))
 
-    def _step(self, batch: Any) -> float:
-        """One optimizer step; returns the batch loss (raises on a non-finite loss before stepping)."""
+    def _step(self, batch: Any, stop: StopRequest) -> float:
+        """One optimizer step; returns this rank's batch loss (raises on a non-finite loss on any rank before
+        stepping). Sets ``signum`` to the stop signal any rank has received, for every rank alike."""
         opt = self.optimizer
         with self._autocast():
             loss = self.task.loss(self.step_model, batch)
         value = float(loss.detach())
-        if not math.isfinite(value):
+        nonfinite, self.signum = distributed.agree(not math.isfinite(value), stop.signum, self.env)
+        if nonfinite:
             checkpoint = str(self.files.checkpoint) if self.files.checkpoint.is_file() else ""
             raise NonFiniteLossError(
                 self.epoch + 1, self.step_in_epoch + 1, self.global_step + 1, value, checkpoint
@@ -273,11 +318,11 @@ class Trainer:
     def _end_epoch(self, epoch: int) -> None:
         self.step_model.eval()
         with torch.no_grad(), self._autocast():
-            metrics = self.task.evaluate(self.step_model)
+            metrics = self.task.evaluate(self.eval_model)
         self.step_model.train()
         if self.task.metric not in metrics:
             raise RuntimeError(f"task {self.cfg.task.name}: evaluate() did not return '{self.task.metric}'")
-        tally = self.tally
+        tally = self._global_tally()
         record: dict[str, Any] = {
             "epoch": epoch + 1,
             "step": self.global_step,
@@ -311,7 +356,19 @@ class Trainer:
         )
 
     # ------------------------------------------------------------------------------------ outputs
+    def _global_tally(self) -> EpochTally:
+        """The epoch's running sums over every rank; ``train_time`` is the slowest rank's."""
+        t = self.tally
+        loss_sum, batches, solver_sum, solver_steps = distributed.all_reduce(
+            [t.loss_sum, t.batches, t.solver_sum, t.solver_steps], "sum", self.env
+        )
+        (train_time,) = distributed.all_reduce([t.train_time], "max", self.env)
+        return EpochTally(loss_sum, round(batches), train_time, solver_sum, round(solver_steps))
+
     def _save(self) -> None:
+        """Write the checkpoint (rank 0); every rank takes part (the epoch's tally and each rank's RNG state)."""
+        partial = asdict(self._global_tally())
+        rngs = distributed.all_gather(ckpt.rng_state(), self.env)
         if not self.env.is_main:
             return
         ckpt.save(
@@ -321,11 +378,12 @@ class Trainer:
                 "lr_schedule": self.lr_schedule.state_dict(),
                 "momentum_schedule": self.momentum_schedule.state_dict() if self.momentum_schedule else None,
                 "scaler": self.scaler.state_dict(),
-                "rng": ckpt.rng_state(),
+                "rng": rngs[0],
+                **({"rng_ranks": rngs} if self.env.distributed else {}),
                 "epoch": self.epoch,
                 "step_in_epoch": self.step_in_epoch,
                 "global_step": self.global_step,
-                "partial": asdict(self.tally),
+                "partial": partial,
                 "history": self.history,
                 "config": self.config_dict,
                 "wandb_id": self.wandb.id if self.wandb is not None else None,

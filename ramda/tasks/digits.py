@@ -38,6 +38,7 @@ class Config(TaskConfig):
     data: DataConfig = field(default_factory=DataConfig)
     channels: list[int] = field(default_factory=lambda: [16, 32, 32])
     hidden: int = 64
+    batchnorm: bool = True
 
 
 def load_arrays(root: str = "") -> tuple[np.ndarray, np.ndarray]:
@@ -87,7 +88,7 @@ class DigitsTask(Task):
             raise ValueError(f"task.channels must list 3 conv widths, got {list(channels)}")
         from ramda.models.digits_cnn import DigitsCNN
 
-        return DigitsCNN(channels, self.cfg.hidden).to(self.env.device)
+        return DigitsCNN(channels, self.cfg.hidden, batchnorm=self.cfg.batchnorm).to(self.env.device)
 
     def _order(self, epoch: int) -> torch.Tensor:
         """This rank's share of the epoch's permutation (seeded by the run's seed and the epoch only)."""

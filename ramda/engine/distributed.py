@@ -1,0 +1,218 @@
+"""Data-parallel training with PyTorch's own stack: ``torch.distributed`` process groups and
+``DistributedDataParallel``.
+
+A process learns its place from the launcher's environment:
+
+- ``torchrun`` (one node or many): ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``;
+- ``srun`` with one task per GPU (no torchrun): ``SLURM_PROCID``, ``SLURM_STEP_NUM_TASKS``, ``SLURM_LOCALID``, the
+  master being the first host of ``scontrol show hostnames $SLURM_STEP_NODELIST`` and the port
+  ``MASTER_PORT`` or 20000 + job id mod 20000;
+- neither: one process, no process group.
+
+The backend is NCCL on CUDA and gloo on the CPU. Every rank computes the same thing on its shard of the global
+batch; DDP averages the gradients before ``optimizer.step()``, so the optimizer (RAMDA's dual-averaging sums,
+its preconditioner, the inexact solver) runs on identical inputs on every rank and the replicas stay identical
+with no communication beyond DDP's. Only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ramda.engine.env import make_env, resolve_device
+from ramda.engine.errors import ConfigError
+from ramda.tasks.base import RunEnv
+
+TIMEOUT = timedelta(minutes=30)
+
+
+def launcher_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The ``torchrun``-style variables (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``)
+    of this process, or ``{}`` for a single process. Under ``srun`` without torchrun they are derived from
+    SLURM's variables (a step of more than one task)."""
+    env = dict(os.environ if environ is None else environ)
+    if "RANK" in env and "WORLD_SIZE" in env:
+        keys = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+        out = {k: env[k] for k in keys if k in env}
+        out.setdefault("LOCAL_RANK", "0")
+        return out if int(out["WORLD_SIZE"]) > 1 else {}
+    tasks = int(env.get("SLURM_STEP_NUM_TASKS", "1"))
+    if tasks <= 1 or "SLURM_PROCID" not in env:
+        return {}
+    master = env.get("MASTER_ADDR") or _first_slurm_host(
+        env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST", "")
+    )
+    port = env.get("MASTER_PORT") or str(20000 + int(env.get("SLURM_JOB_ID", "0")) % 20000)
+    return {
+        "RANK": env["SLURM_PROCID"],
+        "WORLD_SIZE": str(tasks),
+        "LOCAL_RANK": env.get("SLURM_LOCALID", "0"),
+        "MASTER_ADDR": master,
+        "MASTER_PORT": port,
+    }
+
+
+def _first_slurm_host(nodelist: str) -> str:
+    """The first host name of a SLURM node list (``node[01-04]`` → ``node01``), via ``scontrol``."""
+    try:
+        out = subprocess.run(
+            ["scontrol", "show", "hostnames", nodelist],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout.split()
+    except (OSError, subprocess.SubprocessError) as err:
+        raise ConfigError(
+            "SLURM_STEP_NODELIST",
+            f"cannot expand '{nodelist}' with scontrol ({err})",
+            "set MASTER_ADDR to the first node's host name, or launch with torchrun",
+        ) from err
+    if not out:
+        raise ConfigError("SLURM_STEP_NODELIST", f"'{nodelist}' names no host", "set MASTER_ADDR")
+    return out[0]
+
+
+def setup(device: str, seed: int, threads: int = 0) -> RunEnv:
+    """This process's :class:`RunEnv`; joins the process group when a launcher started several processes.
+
+    Distributed on CUDA, process ``LOCAL_RANK`` uses ``cuda:LOCAL_RANK`` (``trainer.device`` must be ``auto`` or
+    ``cuda``); on the CPU every process uses the CPU.
+    """
+    env = launcher_env()
+    if not env:
+        return make_env(device, seed, threads)
+    if threads > 0:
+        torch.set_num_threads(threads)
+    rank, world, local = int(env["RANK"]), int(env["WORLD_SIZE"]), int(env["LOCAL_RANK"])
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        if device not in ("auto", "cuda"):
+            raise ConfigError(
+                "trainer.device",
+                f"'{device}' pins every process to one GPU",
+                "valid with several processes: auto or cuda (process LOCAL_RANK uses cuda:LOCAL_RANK)",
+            )
+        if local >= torch.cuda.device_count():
+            raise ConfigError(
+                "LOCAL_RANK",
+                f"{local} but this node has {torch.cuda.device_count()} CUDA devices",
+                "valid: at most one process per GPU (torchrun --nproc_per_node <= the GPU count)",
+            )
+        dev = torch.device("cuda", local)
+        torch.cuda.set_device(dev)
+    os.environ.update(env)
+    if not dist.is_initialized():
+        dist.init_process_group(
+            backend="nccl" if dev.type == "cuda" else "gloo",
+            init_method="env://",
+            rank=rank,
+            world_size=world,
+            timeout=TIMEOUT,
+            device_id=dev if dev.type == "cuda" else None,
+        )
+    return RunEnv(device=dev, seed=seed, rank=rank, world_size=world)
+
+
+def close(env: RunEnv, wait: bool = True) -> None:
+    """Leave the process group: after a barrier when ``wait`` (every rank got here, so none is still writing
+    when another exits and the launcher stops the rest)."""
+    if env.distributed and dist.is_initialized():
+        if wait:
+            dist.barrier()
+        dist.destroy_process_group()
+
+
+def barrier(env: RunEnv) -> None:
+    if env.distributed:
+        dist.barrier()
+
+
+def all_reduce(values: Sequence[float], op: str, env: RunEnv) -> list[float]:
+    """Element-wise ``sum`` or ``max`` of ``values`` over the ranks (float64; the identity for one process)."""
+    if not env.distributed:
+        return [float(v) for v in values]
+    t = torch.tensor(list(values), dtype=torch.float64, device=env.device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
+    return t.tolist()
+
+
+def agree(nonfinite: bool, signum: int | None, env: RunEnv) -> tuple[bool, int | None]:
+    """Whether any rank saw a non-finite loss and the signal any rank received (the largest number), in one
+    all-reduce, so that every rank stops at the same step."""
+    if not env.distributed:
+        return nonfinite, signum
+    bad, sig = all_reduce([float(nonfinite), float(signum or 0)], "max", env)
+    return bad > 0, int(sig) or None
+
+
+def all_gather(obj: Any, env: RunEnv) -> list[Any]:
+    """Every rank's ``obj`` (picklable), in rank order."""
+    if not env.distributed:
+        return [obj]
+    out: list[Any] = [None] * env.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def rank0_run_dir(run_dir: Path, env: RunEnv) -> Path:
+    """Rank 0's run directory, for every rank. Each rank's Hydra resolves ``${now:...}`` itself and may land a
+    second apart; a rank whose own (still empty) directory differs removes it."""
+    if not env.distributed:
+        return run_dir
+    box = [str(run_dir)]
+    dist.broadcast_object_list(box, src=0)
+    chosen = Path(box[0])
+    if chosen.resolve() != run_dir.resolve() and run_dir.is_dir() and not any(run_dir.iterdir()):
+        run_dir.rmdir()
+    return chosen
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of rank ``rank``'s random stream after model construction (rank 0 keeps ``seed``, so a
+    one-process run is unchanged); distinct ranks draw distinct dropout masks and augmentations."""
+    return seed if rank == 0 else (seed + 1_000_003 * rank) % 2**32
+
+
+def wrap(model: nn.Module, env: RunEnv, sync_batchnorm: bool = False) -> nn.Module:
+    """``model`` as DDP trains it (the model itself for one process). ``sync_batchnorm`` computes BatchNorm
+    statistics over the global batch (CUDA only, as PyTorch's SyncBatchNorm); the parameters and their order
+    are unchanged, so the optimizer built on ``model`` stays valid and checkpoints stay portable."""
+    if not env.distributed:
+        return model
+    if sync_batchnorm:
+        if env.device.type != "cuda":
+            raise ConfigError(
+                "trainer.sync_batchnorm",
+                "PyTorch's SyncBatchNorm runs only on CUDA devices",
+                "valid on the CPU: false (each process normalises over its share of the batch)",
+            )
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # converts children in place, keeps the root
+    device_ids = [env.device.index] if env.device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+
+def sampler(dataset: Any, env: RunEnv, shuffle: bool = True, drop_last: bool = True) -> Any:
+    """A :class:`~torch.utils.data.DistributedSampler` over ``dataset`` for this rank, seeded with the run's
+    seed (call ``set_epoch(epoch)`` each epoch to reshuffle); ``None`` for one process (use ``shuffle``)."""
+    if not env.distributed:
+        return None
+    from torch.utils.data import DistributedSampler
+
+    return DistributedSampler(
+        dataset,
+        num_replicas=env.world_size,
+        rank=env.rank,
+        shuffle=shuffle,
+        seed=env.seed,
+        drop_last=drop_last,
+    )
