@@ -10,6 +10,7 @@ as one line ``error: <key or path>: <problem>; <what is valid>`` with exit statu
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -43,8 +44,9 @@ def main(cfg: DictConfig) -> float | None:
         validate(cfg, TASKS)
         summary = Trainer(cfg, run_dir).run()
     except ConfigError as err:
-        if fresh and not any(run_dir.iterdir()):
-            run_dir.rmdir()  # the empty directory Hydra made for this rejected run
+        with contextlib.suppress(OSError):  # another process of a distributed run may remove it first
+            if fresh and not any(run_dir.iterdir()):
+                run_dir.rmdir()  # the empty directory Hydra made for this rejected run
         _fail(err, 2)
     except NonFiniteLossError as err:
         _fail(err, 1)

@@ -193,11 +193,7 @@ class Trainer:
                 seed_everything(distributed.rank_seed(cfg.seed + state["global_step"], env.rank))
             self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
             self.global_step, self.history = state["global_step"], list(state["history"])
-            # The saved tally is summed over the ranks (time: the maximum): rank 0 carries it on.
-            partial = state["partial"]
-            self.tally = (
-                EpochTally(**partial) if env.is_main else EpochTally(train_time=partial["train_time"])
-            )
+            self.tally = EpochTally(**state["partial"])  # per global step: the same on every rank
             wandb_id = state.get("wandb_id")
             self.files.rewrite_metrics(self.history)
 
@@ -233,7 +229,7 @@ class Trainer:
         self._finish(summary)
         if cfg.trainer.dump_replicas:
             replica = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
-            torch.save(replica, self.run_dir / f"replica_rank{env.rank}.pt")
+            ckpt.atomic_write(self.run_dir / f"replica_rank{env.rank}.pt", lambda f: torch.save(replica, f))
         return summary
 
     def _finish(self, summary: dict[str, Any], exit_code: int = 0) -> None:
@@ -357,13 +353,22 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------ outputs
     def _global_tally(self) -> EpochTally:
-        """The epoch's running sums over every rank; ``train_time`` is the slowest rank's."""
-        t = self.tally
+        """The epoch's running sums per global step, whatever the number of processes: the mean over the ranks
+        of their sums (every rank takes the same number of steps, so ``loss_sum`` is the sum of the global
+        batches' losses); ``train_time`` is the slowest rank's. A resumed run gives every rank the saved tally,
+        which the mean keeps once."""
+        t, world = self.tally, self.env.world_size
         loss_sum, batches, solver_sum, solver_steps = distributed.all_reduce(
             [t.loss_sum, t.batches, t.solver_sum, t.solver_steps], "sum", self.env
         )
         (train_time,) = distributed.all_reduce([t.train_time], "max", self.env)
-        return EpochTally(loss_sum, round(batches), train_time, solver_sum, round(solver_steps))
+        return EpochTally(
+            loss_sum / world,
+            round(batches / world),
+            train_time,
+            solver_sum / world,
+            round(solver_steps / world),
+        )
 
     def _save(self) -> None:
         """Write the checkpoint (rank 0); every rank takes part (the epoch's tally and each rank's RNG state)."""

@@ -1,0 +1,255 @@
+"""Data-parallel training with real ``torchrun`` processes (gloo on the CPU) on the digits task.
+
+Five runs, shared by the tests (module fixture), all RAMDA + group LASSO with a global batch of 64 over 2 epochs
+of 12 steps, a restart after epoch 1 and the momentum schedule from there:
+
+- ``one``: one process (``python train.py``), the reference;
+- ``two``: ``torchrun --nproc_per_node=2`` (32 samples per process), W&B offline, every rank dumping its model
+  and optimizer state at the end (``trainer.dump_replicas``);
+- ``stopped``: the same 2-process run, SIGTERM sent to rank 1 only, early in epoch 1;
+- ``resumed``: the stopped run continued by ``torchrun --nproc_per_node=2`` in its directory;
+- ``shrunk``: a copy of the stopped run's directory continued by one process (a checkpoint made by 2 processes
+  loaded by 1).
+
+The digits CNN runs with ``task.batchnorm=false``: BatchNorm normalises over each process's share of the batch
+(PyTorch's SyncBatchNorm needs CUDA), so only a model without it computes the same function of the global batch
+on one process and on two. Every process loads ``tests/fixtures/audit/sitecustomize.py`` (a Python audit hook)
+that records, per rank, every file it opens for writing, renames or removes under the run root.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+AUDIT = ROOT / "tests" / "fixtures" / "audit"
+COMMON = [
+    "optimizer=ramda",
+    "task.batch_size=64",
+    "task.batchnorm=false",
+    "task.max_train_batches=12",
+    "trainer.epochs=2",
+    "trainer.milestones=[1]",
+    "trainer.log_every_steps=1",
+]
+TIMEOUT = 240
+
+
+def _env(log_dir: Path, watch: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=os.pathsep.join([str(AUDIT), str(ROOT)]),
+        RAMDA_AUDIT_LOG=str(log_dir),
+        RAMDA_AUDIT_ROOT=str(watch),
+        WANDB_SILENT="true",
+    )
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "SLURM_STEP_NUM_TASKS"):
+        env.pop(key, None)
+    return env
+
+
+def _start(nproc: int, run_dir: Path, log_dir: Path, watch: Path, extra: list[str]) -> subprocess.Popen[str]:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    if nproc == 1:
+        launcher = [sys.executable, "train.py"]
+    else:
+        launcher = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={nproc}",
+        ]
+        launcher.append("train.py")
+    return subprocess.Popen(
+        [*launcher, *COMMON, *extra, f"hydra.run.dir={run_dir}"],
+        cwd=ROOT,
+        env=_env(log_dir, watch),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _finish(proc: subprocess.Popen[str]) -> tuple[int, str]:
+    out, _ = proc.communicate(timeout=TIMEOUT)
+    return proc.returncode, out
+
+
+def _writes(log_dir: Path, rank: int) -> set[str]:
+    """Paths (relative to the watched root) that rank ``rank`` wrote, renamed or removed."""
+    log = log_dir / f"rank{rank}.log"
+    return set(log.read_text().split("\n")) - {""} if log.exists() else set()
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    base = tmp_path_factory.mktemp("ddp")
+    watch = base / "runs"
+    dirs = {name: watch / name for name in ("one", "two", "stopped", "shrunk")}
+    logs = {name: base / "audit" / name for name in ("one", "two", "stopped", "resumed", "shrunk")}
+    out: dict[str, Any] = {"dirs": dirs, "logs": logs, "watch": watch}
+
+    one = _start(1, dirs["one"], logs["one"], watch, [])
+    wandb = ["logger=wandb", "logger.mode=offline", "trainer.dump_replicas=true"]
+    two = _start(2, dirs["two"], logs["two"], watch, wandb)
+    out["one"], out["two"] = _finish(one), _finish(two)
+
+    stopped = _start(2, dirs["stopped"], logs["stopped"], watch, [])
+    seen: list[str] = []
+    assert stopped.stdout is not None
+    for line in stopped.stdout:
+        seen.append(line)
+        if line.startswith("epoch 1 step 1/"):
+            pid = int((logs["stopped"] / "pid1").read_text())
+            os.kill(pid, signal.SIGTERM)  # rank 1 only: the ranks must agree to stop
+            break
+    rc, rest = _finish(stopped)
+    out["stopped"] = (rc, "".join(seen) + rest)
+    out["stopped_state"] = torch.load(dirs["stopped"] / "checkpoint.pt", weights_only=True)
+    shutil.copytree(dirs["stopped"], dirs["shrunk"])
+
+    resumed = _start(2, dirs["stopped"], logs["resumed"], watch, ["trainer.dump_replicas=true"])
+    shrunk = _start(1, dirs["shrunk"], logs["shrunk"], watch, [])
+    out["resumed"], out["shrunk"] = _finish(resumed), _finish(shrunk)
+    return out
+
+
+def _ok(runs: dict[str, Any], name: str) -> None:
+    rc, text = runs[name]
+    assert rc == 0, f"{name} exited {rc}:\n{text[-3000:]}"
+
+
+def _metrics(run_dir: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _final(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "checkpoint.pt", weights_only=True)["model"]
+
+
+def _flat_state(state: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for index, entry in state["state"].items():
+        for key, value in entry.items():
+            out[f"{index}.{key}"] = value
+    return out
+
+
+def test_replicas_identical_across_ranks(runs: dict[str, Any]) -> None:
+    """After 24 RAMDA steps the two ranks hold bit-identical parameters and optimizer states (the dual-averaging
+    sums V and U, α, W⁰): DDP's gradient all-reduce is all the optimizer needs."""
+    _ok(runs, "two")
+    run_dir = runs["dirs"]["two"]
+    r0 = torch.load(run_dir / "replica_rank0.pt", weights_only=True)
+    r1 = torch.load(run_dir / "replica_rank1.pt", weights_only=True)
+    assert r0["model"].keys() == r1["model"].keys()
+    for key in r0["model"]:
+        assert torch.equal(r0["model"][key], r1["model"][key]), key
+    s0, s1 = _flat_state(r0["optimizer"]), _flat_state(r1["optimizer"])
+    assert s0.keys() == s1.keys() and any(k.endswith(".u") for k in s0)
+    for key in s0:
+        if torch.is_tensor(s0[key]):
+            assert torch.equal(s0[key], s1[key]), key
+        else:
+            assert s0[key] == s1[key], key
+    assert all(float(s0[k].abs().sum()) > 0 for k in s0 if k.endswith(".v"))  # the steps did accumulate
+
+
+def test_two_processes_match_one_process(runs: dict[str, Any]) -> None:
+    """Global batch 64 as 2 × 32 equals 64 on one process up to float32 summation order."""
+    _ok(runs, "one")
+    _ok(runs, "two")
+    one, two = _final(runs["dirs"]["one"]), _final(runs["dirs"]["two"])
+    assert one.keys() == two.keys()
+    for key in one:
+        torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5, msg=key)
+    m1, m2 = _metrics(runs["dirs"]["one"]), _metrics(runs["dirs"]["two"])
+    assert [r["epoch"] for r in m1] == [r["epoch"] for r in m2] == [1, 2]
+    for a, b in zip(m1, m2):
+        assert b["step"] == a["step"] == 12 * a["epoch"]
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
+        assert b["val_loss"] == pytest.approx(a["val_loss"], rel=1e-3)
+        assert abs(b["accuracy"] - a["accuracy"]) <= 100 / 360 + 1e-9  # at most one validation image apart
+        assert b["solver_iters"] == pytest.approx(
+            a["solver_iters"], abs=0.1
+        )  # iteration counts may differ by one
+        assert b["time_per_epoch"] > 0
+
+
+def test_only_rank0_writes(runs: dict[str, Any]) -> None:
+    """Rank 1 writes nothing but its debug replica; rank 0 writes the run's files; one W&B run."""
+    _ok(runs, "two")
+    logs = runs["logs"]["two"]
+    rank0, rank1 = _writes(logs, 0), _writes(logs, 1)
+    assert rank1 == {"two/replica_rank1.pt"}
+    names = {Path(p).name for p in rank0}
+    assert {"checkpoint.pt", "metrics.jsonl", "summary.json", "config.yaml", "replica_rank0.pt"} <= names
+    run_dir = runs["dirs"]["two"]
+    assert len(_metrics(run_dir)) == 2  # appended once per epoch, not once per rank
+    assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 1
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["epochs_completed"] == 2
+    assert sorted(p.name for p in runs["watch"].iterdir()) == ["one", "shrunk", "stopped", "two"]
+
+
+def test_signal_on_one_rank_stops_all_and_resumes(runs: dict[str, Any]) -> None:
+    """SIGTERM to rank 1 alone: both ranks stop at the same step, rank 0 saves a mid-run checkpoint; a new
+    2-process run in that directory resumes it and ends bit-identical to the uninterrupted 2-process run."""
+    rc, text = runs["stopped"]
+    assert rc != 0 and "stopped by signal 15" in text, text[-3000:]
+    state = runs["stopped_state"]
+    assert 0 < state["global_step"] < 24
+    assert len(state["rng_ranks"]) == 2
+    assert _writes(runs["logs"]["stopped"], 1) == set()
+    _ok(runs, "resumed")
+    assert f"resuming {runs['dirs']['stopped']}" in runs["resumed"][1]
+    two, resumed = _final(runs["dirs"]["two"]), _final(runs["dirs"]["stopped"])
+    for key in two:
+        assert torch.equal(two[key], resumed[key]), key
+    m2, mr = _metrics(runs["dirs"]["two"]), _metrics(runs["dirs"]["stopped"])
+    for a, b in zip(m2, mr, strict=True):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-12)
+        for key in ("accuracy", "val_loss", "weighted_group_sparsity", "step", "lr", "momentum"):
+            assert b[key] == a[key], key
+    r0 = torch.load(runs["dirs"]["stopped"] / "replica_rank0.pt", weights_only=True)
+    r1 = torch.load(runs["dirs"]["stopped"] / "replica_rank1.pt", weights_only=True)
+    for key in r0["model"]:
+        assert torch.equal(r0["model"][key], r1["model"][key]), key
+
+
+def test_two_process_checkpoint_resumes_on_one_process(runs: dict[str, Any]) -> None:
+    """The mid-run checkpoint of 2 processes (model saved without DDP's ``module.`` prefix) continued by one
+    process ends where the one-process run ends (to float32 tolerance)."""
+    _ok(runs, "shrunk")
+    state = runs["stopped_state"]
+    assert not any(k.startswith("module.") for k in state["model"])
+    one, shrunk = _final(runs["dirs"]["one"]), _final(runs["dirs"]["shrunk"])
+    for key in one:
+        torch.testing.assert_close(shrunk[key], one[key], rtol=1e-4, atol=1e-5, msg=key)
+    m1, ms = _metrics(runs["dirs"]["one"]), _metrics(runs["dirs"]["shrunk"])
+    assert [r["train_loss"] for r in ms] == pytest.approx([r["train_loss"] for r in m1], rel=1e-4)
+
+
+def test_indivisible_global_batch_is_an_error(tmp_path: Path) -> None:
+    """torchrun with 2 processes and a global batch of 63: one clear line, non-zero exit, nothing written."""
+    run_dir = tmp_path / "bad"
+    start = time.monotonic()
+    proc = _start(2, run_dir, tmp_path / "audit", tmp_path, ["task.batch_size=63"])
+    rc, out = _finish(proc)
+    assert rc != 0
+    assert "error: task=digits: task.batch_size=63 is not divisible by the number of processes (2)" in out
+    assert not run_dir.exists()
+    assert time.monotonic() - start < TIMEOUT
