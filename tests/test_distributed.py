@@ -1,7 +1,7 @@
 """Data-parallel training with real ``torchrun`` processes (gloo on the CPU) on the digits task.
 
-Five runs, shared by the tests (module fixture), all RAMDA + group LASSO with a global batch of 64 over 2 epochs
-of 12 steps, a restart after epoch 1 and the momentum schedule from there:
+Five runs, shared by the tests (module fixture), all RAMDA (lr 1e-2) + group LASSO (λ 1e-5) with a global batch of
+64 over 2 epochs of 12 steps, a restart after epoch 1 and the momentum schedule from there:
 
 - ``one``: one process (``python train.py``), the reference;
 - ``two``: ``torchrun --nproc_per_node=2`` (32 samples per process), W&B offline, every rank dumping its model
@@ -36,6 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 AUDIT = ROOT / "tests" / "fixtures" / "audit"
 COMMON = [
     "optimizer=ramda",
+    "optimizer.lr=1e-2",
+    "regularizer.lam=1e-5",
     "task.batch_size=64",
     "task.batchnorm=false",
     "task.max_train_batches=12",
@@ -183,9 +185,9 @@ def test_two_processes_match_one_process(runs: dict[str, Any]) -> None:
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
         assert b["val_loss"] == pytest.approx(a["val_loss"], rel=1e-3)
         assert abs(b["accuracy"] - a["accuracy"]) <= 100 / 360 + 1e-9  # at most one validation image apart
-        assert b["solver_iters"] == pytest.approx(
-            a["solver_iters"], abs=0.1
-        )  # iteration counts may differ by one
+        assert b["accuracy"] > 15 * a["epoch"]  # it learns (chance: 10 %)
+        # the solver's per-tensor iteration counts (a tolerance test) may differ by one here and there
+        assert b["solver_iters"] == pytest.approx(a["solver_iters"], abs=0.5)
         assert b["time_per_epoch"] > 0
 
 
@@ -194,7 +196,8 @@ def test_only_rank0_writes(runs: dict[str, Any]) -> None:
     _ok(runs, "two")
     logs = runs["logs"]["two"]
     rank0, rank1 = _writes(logs, 0), _writes(logs, 1)
-    assert rank1 == {"two/replica_rank1.pt"}
+    assert "two/replica_rank1.pt" in rank1
+    assert all(Path(p).name.startswith((".replica_rank1.pt.", "replica_rank1.pt")) for p in rank1), rank1
     names = {Path(p).name for p in rank0}
     assert {"checkpoint.pt", "metrics.jsonl", "summary.json", "config.yaml", "replica_rank0.pt"} <= names
     run_dir = runs["dirs"]["two"]
