@@ -1,17 +1,17 @@
 """Transformer-XL (Dai et al., 2019) for word-level language modeling, written for this project.
 
-The network of the original WikiText-103 recipe: a tied adaptive input embedding, ``n_layer`` post-norm decoder
-layers with relative positional attention and segment-level recurrence, and a tied adaptive softmax.
+The network of the original WikiText-103 recipe: a tied adaptive input embedding, ``n_layer`` post-norm
+decoder layers with relative positional attention and segment-level recurrence, and a tied adaptive softmax.
 
-Relative attention of query position ``i`` (absolute position ``m + i`` after ``m`` memory states) on key ``j``:
+Relative attention of query ``i`` (absolute position ``m + i`` after ``m`` memory states) on key ``j``:
 
     score(i, j) = [(q_i + u)·k_j + (q_i + v)·(W_r R_{m+i-j})] / √d_head,   j ≤ m + i
 
-with ``R_d`` the sinusoid of distance ``d`` and ``u``, ``v`` learned biases shared by all layers. The memory of
-layer ``l`` is the last ``mem_len`` inputs of layer ``l`` from the previous segments, detached from the graph.
+with ``R_d`` the sinusoid of distance ``d`` and ``u``, ``v`` learned biases shared by all layers. The memory
+of layer ``l`` is the last ``mem_len`` inputs of layer ``l`` from the previous segments, detached.
 
-Structure: every ``nn.Linear`` here is a regularised weight (input-wise groups): the fused q/k/v projection, the
-relative-position projection ``r_net``, the attention output ``o_net`` and both feed-forward weights. The
+Structure: every ``nn.Linear`` here is a regularised weight (input-wise groups): the fused q/k/v projection,
+the relative-position projection ``r_net``, the attention output ``o_net`` and both feed-forward weights. The
 embedding and the adaptive softmax hold plain parameters (no ``nn.Linear``), so structure code that selects
 ``nn.Linear`` modules leaves them unregularised.
 """
@@ -300,7 +300,8 @@ class TransformerXL(nn.Module):
         cutoffs = list(cutoffs)
         if any(b <= a for a, b in zip([0, *cutoffs], [*cutoffs, n_token])):
             raise ValueError(
-                f"cutoffs={cutoffs} must be strictly increasing, positive and below the vocabulary size {n_token}"
+                f"cutoffs={cutoffs} must be strictly increasing, positive and below the vocabulary size "
+                f"{n_token}"
             )
         if div_val < 1:
             raise ValueError(f"div_val={div_val} must be >= 1")
@@ -314,7 +315,8 @@ class TransformerXL(nn.Module):
         self.r_w_bias = nn.Parameter(torch.empty(n_head, d_head))
         self.r_r_bias = nn.Parameter(torch.empty(n_head, d_head))
         self.layers = nn.ModuleList(
-            DecoderLayer(d_model, n_head, d_head, d_inner, dropout, dropatt, pre_lnorm) for _ in range(n_layer)
+            DecoderLayer(d_model, n_head, d_head, d_inner, dropout, dropatt, pre_lnorm)
+            for _ in range(n_layer)
         )
         self.crit = AdaptiveLogSoftmax(
             n_token,
@@ -329,8 +331,8 @@ class TransformerXL(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self, std: float = 0.02, proj_std: float = 0.01) -> None:
-        """The recipe's initialisation: weights, embeddings and u/v ~ N(0, std²); projections ~ N(0, proj_std²);
-        biases 0; LayerNorm gains ~ N(1, std²)."""
+        """The recipe's initialisation: weights, embeddings and u/v ~ N(0, std²); projections
+        ~ N(0, proj_std²); biases 0; LayerNorm gains ~ N(1, std²)."""
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.normal_(module.weight, 0.0, std)

@@ -8,9 +8,9 @@ frequent words. Vocabulary and encoded splits are cached under ``data.cache_dir`
 
 Batches follow the original recipe's ordered iterator: the token stream is cut into ``batch_size`` contiguous
 columns and read in windows of ``tgt_len`` (targets shifted by one); the model carries a memory of ``mem_len``
-hidden states from one window to the next, reset at each epoch start. Evaluation reads the whole validation
-split the same way (``eval_batch_size`` columns, windows of ``eval_tgt_len``, memory ``eval_mem_len``) and reports
-``val_loss`` = mean NLL over all its tokens and ``perplexity`` = exp(val_loss).
+hidden states from one window to the next, reset at each epoch start. Evaluation reads the whole
+validation split the same way (``eval_batch_size`` columns, windows of ``eval_tgt_len``, memory
+``eval_mem_len``), reporting ``val_loss`` = mean NLL over all its tokens and ``perplexity`` = exp(val_loss).
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ CACHE_VERSION = 1
 class DataConfig:
     """``root``: directory with ``wiki.{train,valid,test}.tokens`` (source ``files``). ``source``: ``files``
     or ``hf`` (``datasets.load_dataset("wikitext", "wikitext-103-v1")`` from the local cache, offline;
-    ``hf_cache_dir`` overrides the cache location). ``cache_dir``: where the vocabulary and encoded splits go."""
+    ``hf_cache_dir`` overrides the cache location). ``cache_dir``: where the vocabulary and encoded splits
+    go."""
 
     root: str = "data/wikitext-103"
     source: str = "files"
@@ -95,7 +96,7 @@ TINY: dict[str, Any] = {
     "eval_mem_len": 16,
     "cutoffs": [40, 120],
 }
-"""A model small enough for CPU tests and smoke runs on the fixture (``configs/task/wikitext103_tiny.yaml``)."""
+"""A model small enough for CPU tests and smoke runs on the fixture (``task=wikitext103_tiny``)."""
 
 
 def split_files(root: Path) -> dict[str, Path]:
@@ -170,7 +171,7 @@ class Corpus:
 
     @classmethod
     def load(cls, data: DataConfig, build: bool = True) -> Corpus:
-        """Read the cache for ``data`` or (``build=True``) build it from the source and write it atomically."""
+        """Read the cache for ``data`` or (``build=True``) build it from the source, written atomically."""
         source = _Source(data)
         cache = Path(data.cache_dir) / source.fingerprint()
         vocab_path = cache / "vocab.txt"
@@ -204,9 +205,7 @@ class _Source:
 
     def fingerprint(self) -> str:
         if self.source == "files":
-            parts = [
-                [str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in self.files.values()
-            ]
+            parts = [[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in self.files.values()]
         else:
             parts = [self.dataset[HF_SPLITS[s]]._fingerprint for s in SPLITS]
         blob = json.dumps([CACHE_VERSION, self.source, parts]).encode()
@@ -246,7 +245,8 @@ class OrderedLMStream:
     """The recipe's ordered LM iterator: ``tokens`` cut into ``batch_size`` contiguous columns (the tail that
     does not fill a row is dropped), read in windows of ``tgt_len`` rows: ``data = rows[i : i+L]``,
     ``target = rows[i+1 : i+1+L]``. With ``world_size > 1`` this process keeps columns
-    ``[rank·b, (rank+1)·b)``, ``b = batch_size / world_size``, so the processes together see the global batch."""
+    ``[rank·b, (rank+1)·b)``, ``b = batch_size / world_size``: together the processes see the global
+    batch."""
 
     def __init__(self, tokens: Tensor, batch_size: int, tgt_len: int, rank: int = 0, world_size: int = 1):
         n_step = tokens.numel() // batch_size
