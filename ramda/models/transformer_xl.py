@@ -12,8 +12,8 @@ of layer ``l`` is the last ``mem_len`` inputs of layer ``l`` from the previous s
 
 Structure: every ``nn.Linear`` here is a regularised weight (input-wise groups): the fused q/k/v projection,
 the relative-position projection ``r_net``, the attention output ``o_net`` and both feed-forward weights. The
-embedding and the adaptive softmax hold plain parameters (no ``nn.Linear``), so structure code that selects
-``nn.Linear`` modules leaves them unregularised.
+embedding and the adaptive softmax hold plain parameters (no ``nn.Linear``) and are marked
+``ramda_unregularized``, so the structure code leaves them unregularised.
 """
 
 from __future__ import annotations
@@ -26,6 +26,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 Mems = list[Tensor] | None
+
+
+def _wide(x: Tensor) -> Tensor:
+    """``x`` in float32 when it is a 16-bit float (softmax and log-softmax run at least in float32)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
 def rel_shift(x: Tensor) -> Tensor:
@@ -48,6 +53,8 @@ class AdaptiveEmbedding(nn.Module):
     """Token embedding with frequency clusters ``[0, c_1), [c_1, c_2), …``: cluster ``i`` has width
     ``d_embed // div_val**i`` and is projected to ``d_proj``; the result is scaled by √d_proj. With
     ``div_val == 1`` it is one table (projected only when ``d_embed != d_proj``)."""
+
+    ramda_unregularized = True  # an embedding: never structured (see ramda.structure)
 
     def __init__(self, n_token: int, d_embed: int, d_proj: int, cutoffs: Sequence[int], div_val: int = 1):
         super().__init__()
@@ -90,6 +97,8 @@ class AdaptiveLogSoftmax(nn.Module):
     ``i ≥ 1`` has ``log p(t) = log p_head(cluster i) + log p_i(t)``. Output weights (and projections) can be
     shared with an :class:`AdaptiveEmbedding` (``tie_weight``/``tie_projs``), as in the original recipe.
     """
+
+    ramda_unregularized = True  # an output head: never structured (see ramda.structure)
 
     def __init__(
         self,
@@ -150,10 +159,10 @@ class AdaptiveLogSoftmax(nn.Module):
         if self.n_clusters:
             weight = torch.cat([weight, self.cluster_weight], 0)
             bias = torch.cat([bias, self.cluster_bias], 0)
-        return F.log_softmax(self._logits(hidden, weight, bias, proj).float(), dim=-1)
+        return F.log_softmax(_wide(self._logits(hidden, weight, bias, proj)), dim=-1)
 
     def forward(self, hidden: Tensor, target: Tensor) -> Tensor:
-        """Per-token negative log-likelihood ``-log p(target | hidden)`` (float32), for ``hidden [N, d_proj]``
+        """Per-token negative log-likelihood ``-log p(target | hidden)`` (at least float32), for ``hidden [N, d_proj]``
         and ``target [N]``."""
         head_lp = self._head_log_prob(hidden)
         if not self.n_clusters:
@@ -170,17 +179,17 @@ class AdaptiveLogSoftmax(nn.Module):
                 lp = head_i.gather(1, target_i[:, None]).squeeze(1)
             else:
                 tail = self._logits(hidden.index_select(0, idx), *self._cluster(i))
-                tail_lp = F.log_softmax(tail.float(), dim=-1)
+                tail_lp = F.log_softmax(_wide(tail), dim=-1)
                 lp = head_i[:, self.shortlist + i - 1] + tail_lp.gather(1, target_i[:, None]).squeeze(1)
             nll.index_copy_(0, idx, -lp)
         return nll
 
     def log_prob(self, hidden: Tensor) -> Tensor:
-        """Log-probabilities of every token, ``[N, n_token]`` (float32)."""
+        """Log-probabilities of every token, ``[N, n_token]`` (at least float32)."""
         head_lp = self._head_log_prob(hidden)
         parts = [head_lp[:, : self.shortlist]]
         for i in range(1, self.n_clusters + 1):
-            tail_lp = F.log_softmax(self._logits(hidden, *self._cluster(i)).float(), dim=-1)
+            tail_lp = F.log_softmax(_wide(self._logits(hidden, *self._cluster(i))), dim=-1)
             parts.append(head_lp[:, self.shortlist + i - 1, None] + tail_lp)
         return torch.cat(parts, dim=1)
 
@@ -220,7 +229,7 @@ class RelPartialLearnableAttention(nn.Module):
         content = torch.einsum("ibnd,jbnd->bnij", q + u, k)
         position = rel_shift(torch.einsum("ibnd,jnd->bnij", q + v, rk))
         score = (content + position) * self.scale
-        score = score.float().masked_fill(mask, float("-inf"))
+        score = _wide(score).masked_fill(mask, float("-inf"))
         prob = self.dropatt(torch.softmax(score, dim=-1).to(val.dtype))
         out = torch.einsum("bnij,jbnd->ibnd", prob, val).reshape(qlen, bsz, hd)
         out = self.drop(self.o_net(out))
