@@ -219,3 +219,13 @@ def test_ramda_training_lowers_loss_and_zeroes_groups(root: Path, tmp_path: Path
     assert zero_columns / sum(w.shape[1] for w in weights) > 0.5
     assert report["group_sparsity"] == pytest.approx(zero_columns / sum(w.shape[1] for w in weights))
     assert model.word_emb.emb_layers[0].weight.count_nonzero() == model.word_emb.emb_layers[0].weight.numel()
+
+
+def test_tiny_task_config_file_matches_the_tiny_preset() -> None:
+    from omegaconf import OmegaConf
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "task" / "wikitext103_tiny.yaml"
+    tiny = OmegaConf.to_container(OmegaConf.load(path))
+    assert tiny.pop("defaults") == ["wikitext103", "_self_"]
+    assert tiny.pop("data") == {"root": "data/fixtures/wikitext-103"}
+    assert tiny == TINY
