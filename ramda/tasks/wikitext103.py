@@ -292,18 +292,25 @@ class WikiText103Task(Task):
         per_process_batch(self.eval_batch, env.world_size, "task.eval_batch_size")
         self.corpus = self._load_corpus()
         self._mems: list[Tensor] | None = None
+        self._streams: dict[tuple[str, int, int], OrderedLMStream] = {}
 
     def _load_corpus(self) -> Corpus:
-        """Rank 0 builds the cache (when missing) while the others wait, then everyone reads it."""
+        """Rank 0 builds the cache (when missing) while the others wait, then everyone reads it. Every rank
+        checks the source first, and a failure on rank 0 is raised on every rank (nobody waits forever)."""
         dist = torch.distributed
-        if self.env.distributed and dist.is_available() and dist.is_initialized():
-            if self.env.is_main:
+        if not (self.env.distributed and dist.is_available() and dist.is_initialized()):
+            return Corpus.load(self.cfg.data)
+        _Source(self.cfg.data)
+        status: list[str | None] = [None]
+        if self.env.is_main:
+            try:
                 corpus = Corpus.load(self.cfg.data)
-            dist.barrier()
-            if not self.env.is_main:
-                corpus = Corpus.load(self.cfg.data, build=False)
-            return corpus
-        return Corpus.load(self.cfg.data)
+            except (ValueError, OSError) as err:
+                status[0] = str(err)
+        dist.broadcast_object_list(status, src=0)
+        if status[0] is not None:
+            raise ValueError(status[0])
+        return corpus if self.env.is_main else Corpus.load(self.cfg.data, build=False)
 
     def build_model(self) -> nn.Module:
         cfg = self.cfg
@@ -336,9 +343,13 @@ class WikiText103Task(Task):
         return model.to(self.env.device)
 
     def _stream(self, split: str, batch_size: int, tgt_len: int) -> OrderedLMStream:
-        return OrderedLMStream(
-            self.corpus.splits[split], batch_size, tgt_len, self.env.rank, self.env.world_size
-        )
+        key = (split, batch_size, tgt_len)
+        if key not in self._streams:
+            tokens = self.corpus.splits[split]
+            self._streams[key] = OrderedLMStream(
+                tokens, batch_size, tgt_len, self.env.rank, self.env.world_size
+            )
+        return self._streams[key]
 
     def on_epoch_start(self, epoch: int) -> None:
         """Each epoch reads the stream from its start, so the memory starts empty."""
