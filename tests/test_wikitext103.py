@@ -229,3 +229,44 @@ def test_tiny_task_config_file_matches_the_tiny_preset() -> None:
     assert tiny.pop("defaults") == ["wikitext103", "_self_"]
     assert tiny.pop("data") == {"root": "data/fixtures/wikitext-103"}
     assert tiny == TINY
+
+
+def _distributed_worker(rank: int, root: str, cache: str, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        result: dict[str, object] = {}
+        try:
+            WikiText103Task(tiny_config(Path(root) / "missing", Path(cache)), RunEnv(CPU, 1, rank, 2))
+        except ValueError as err:
+            result["error"] = str(err)
+        task = WikiText103Task(tiny_config(Path(root), Path(cache)), RunEnv(CPU, 1, rank, 2))
+        torch.manual_seed(0)
+        result["metrics"] = task.evaluate(task.build_model().double())
+        torch.save(result, Path(out) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_processes_share_the_cache_and_agree_on_perplexity(root: Path, tmp_path: Path) -> None:
+    """Real gloo processes: rank 0 builds the cache, a missing root fails on both ranks, and the all-reduced
+    evaluation over the two halves of the columns equals the single-process one."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = (str(root), str(tmp_path / "cache"), port, str(tmp_path))
+    mp.start_processes(_distributed_worker, args=args, nprocs=2, start_method="fork")
+    single = WikiText103Task(tiny_config(root, tmp_path / "cache"), RunEnv(CPU, seed=1))
+    torch.manual_seed(0)
+    expected = single.evaluate(single.build_model().double())
+    assert len(list((tmp_path / "cache").iterdir())) == 1
+    for rank in range(2):
+        result = torch.load(tmp_path / f"rank{rank}.pt", weights_only=False)
+        assert result["error"].startswith(f"task.data.root: {root / 'missing'} has no wiki.train.tokens")
+        assert result["metrics"]["val_loss"] == pytest.approx(expected["val_loss"], rel=1e-12)
