@@ -223,7 +223,8 @@ class _Source:
 
 
 def _load_hf(cache_dir: str) -> Any:
-    """``datasets.load_dataset("wikitext", "wikitext-103-v1")`` from the local cache only."""
+    """``datasets.load_dataset("wikitext", "wikitext-103-v1")`` from the local cache only (newer ``datasets``
+    versions keep it under the Hub name ``Salesforce/wikitext``, tried second)."""
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     try:
         import datasets
@@ -232,13 +233,16 @@ def _load_hf(cache_dir: str) -> Any:
             "task.data.source=hf needs the Hugging Face `datasets` package (pip install datasets); "
             "or use task.data.source=files with task.data.root=<dir with wiki.{train,valid,test}.tokens>"
         ) from None
-    try:
-        return datasets.load_dataset("wikitext", "wikitext-103-v1", cache_dir=cache_dir or None)
-    except Exception as err:
-        raise ValueError(
-            f"task.data.source=hf: wikitext-103-v1 is not in the local Hugging Face cache "
-            f"({cache_dir or 'default location'}): {err}"
-        ) from None
+    errors = []
+    for name in ("wikitext", "Salesforce/wikitext"):
+        try:
+            return datasets.load_dataset(name, "wikitext-103-v1", cache_dir=cache_dir or None)
+        except Exception as err:  # datasets raises many types for a missing offline copy
+            errors.append(f"{name}: {err}")
+    raise ValueError(
+        f"task.data.source=hf: wikitext-103-v1 is not in the local Hugging Face cache "
+        f"({cache_dir or 'default location'}); {' | '.join(errors)}"
+    )
 
 
 class OrderedLMStream:
