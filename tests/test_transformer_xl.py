@@ -122,6 +122,19 @@ def test_causal_mask_hides_the_future() -> None:
     assert (after[5:] - before[5:]).abs().min() > 0
 
 
+@pytest.mark.parametrize(("qlen", "mlen"), [(4, 0), (4, 3), (4, 6), (9, 6)])
+def test_attention_mask_is_causal_and_same_length_sees_mem_len_keys(qlen: int, mlen: int) -> None:
+    model = tiny_model(mem_len=6)
+    causal = model.attention_mask(qlen, mlen, torch.device("cpu"), same_length=False)
+    same = model.attention_mask(qlen, mlen, torch.device("cpu"), same_length=True)
+    klen = qlen + mlen
+    for i in range(qlen):
+        assert [j for j in range(klen) if not causal[i, j]] == list(range(mlen + i + 1))
+        # same_length: a window of mem_len keys ending at the query (or the causal one if shorter)
+        first = max(0, mlen + i + 1 - 6) if klen > 6 else 0
+        assert [j for j in range(klen) if not same[i, j]] == list(range(first, mlen + i + 1))
+
+
 @pytest.mark.parametrize(("div_val", "d_embed"), [(1, 16), (2, 12)])
 def test_adaptive_softmax_is_a_distribution(div_val: int, d_embed: int) -> None:
     torch.manual_seed(div_val)
