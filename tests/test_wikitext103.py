@@ -270,3 +270,10 @@ def test_two_processes_share_the_cache_and_agree_on_perplexity(root: Path, tmp_p
         result = torch.load(tmp_path / f"rank{rank}.pt", weights_only=False)
         assert result["error"].startswith(f"task.data.root: {root / 'missing'} has no wiki.train.tokens")
         assert result["metrics"]["val_loss"] == pytest.approx(expected["val_loss"], rel=1e-12)
+
+
+def test_unwritable_cache_dir_is_one_clear_error(root: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(ValueError, match=r"^task.data.cache_dir: cannot write the vocabulary cache"):
+        Corpus.load(DataConfig(root=str(root), cache_dir=str(blocker)))

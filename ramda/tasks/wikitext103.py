@@ -184,10 +184,15 @@ class Corpus:
         itos = build_vocab(source.lines("train"))
         stoi = {w: i for i, w in enumerate(itos)}
         splits = {s: encode(source.lines(s), stoi, source.where(s)) for s in SPLITS}
-        cache.mkdir(parents=True, exist_ok=True)
-        for s in SPLITS:
-            _atomic_save(splits[s], cache / f"{s}.pt")
-        _atomic_save("\n".join(itos), vocab_path)
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+            for s in SPLITS:
+                _atomic_save(splits[s], cache / f"{s}.pt")
+            _atomic_save("\n".join(itos), vocab_path)
+        except OSError as err:
+            raise ValueError(
+                f"task.data.cache_dir: cannot write the vocabulary cache {cache} ({err})"
+            ) from None
         return cls(itos, splits)
 
 
