@@ -130,27 +130,27 @@ class GroupLasso(Regularizer):
         F(ρ) = ‖b_g/(P_g ρ + c)‖. Newton runs on g(ρ) = 1/F(ρ) − 1, which is exactly linear when P_g is constant
         (one step) and nearly so otherwise, from ρ₀ = (‖b_g‖ − c)/max P_g, a point left of the root.
         Groups with ‖b_g‖ ≤ c are exactly zero."""
-        b = torch.addcmul(-v, p, w0)
+        neg_b = torch.addcmul(v, p, w0, value=-1.0)
         if t == 0.0:
-            return b / p, 0
-        dims = group_dims(b)
-        c = t * self.weight(b)
-        bn = self.norms(b)
+            return neg_b.div_(p).neg_(), 0
+        dims = group_dims(neg_b)
+        c = t * self.weight(neg_b)
+        c_t = torch.tensor(c, dtype=p.dtype, device=p.device)
+        bn = self.norms(neg_b)
         nonzero = bn > c
         rho = torch.relu(bn - c) / self.group_max(p)
-        b2 = b * b
         iters = 0
         while iters < max_newton:
             iters += 1
-            d = torch.addcmul(torch.full_like(p, c), p, rho)
-            q2 = b2 / (d * d)
-            f = torch.sqrt(torch.sum(q2, dim=dims, keepdim=True))
-            s3 = torch.sum(q2 * p / d, dim=dims, keepdim=True)
+            d = torch.addcmul(c_t, p, rho)
+            r = neg_b / d
+            f = torch.linalg.vector_norm(r, dim=dims, keepdim=True)
+            s3 = torch.mul(r, p).div_(d).mul_(r).sum(dim=dims, keepdim=True)
             step = torch.where(nonzero, f * f * (f - 1.0) / torch.where(nonzero, s3, 1.0), 0.0)
             rho = torch.relu(rho + step)
             if iters % check_every == 0 and not bool(torch.any(torch.abs(step) > newton_tol * rho)):
                 break
-        z = b * rho / torch.addcmul(torch.full_like(p, c), p, rho)
+        z = neg_b.mul_(rho).div_(torch.addcmul(c_t, p, rho)).neg_()
         return torch.where(nonzero, z, 0.0), iters
 
 
