@@ -94,8 +94,10 @@ class AdaptiveLogSoftmax(nn.Module):
     """Adaptive softmax (Grave et al., 2017) over a frequency-sorted vocabulary.
 
     The head scores the shortlist ``[0, c_1)`` plus one logit per tail cluster; a token ``t`` of cluster
-    ``i ≥ 1`` has ``log p(t) = log p_head(cluster i) + log p_i(t)``. Output weights (and projections) can be
-    shared with an :class:`AdaptiveEmbedding` (``tie_weight``/``tie_projs``), as in the original recipe.
+    ``i ≥ 1`` has ``log p(t) = log p_head(cluster i) + log p_i(t)``. Cluster ``i`` projects the hidden state
+    to its width before its logits when ``d_proj`` differs from it. Output weights and the tail clusters'
+    projections can be shared with an :class:`AdaptiveEmbedding` (``tie_to``, ``tie_projs``), as in the
+    original WikiText-103 recipe.
     """
 
     ramda_unregularized = True  # an output head: never structured (see ramda.structure)
@@ -121,12 +123,15 @@ class AdaptiveLogSoftmax(nn.Module):
         spans = list(zip(self.cutoff_ends[:-1], self.cutoff_ends[1:]))
         self.out_weights = nn.ParameterList()
         self.out_biases = nn.ParameterList()
-        self.out_projs = nn.ParameterList()
+        self.out_projs = (
+            nn.ParameterList()
+        )  # one per cluster, or none when div_val == 1 and d_proj == d_embed
         if div_val == 1:
             self.out_weights.append(nn.Parameter(torch.empty(n_token, d_embed)))
             self.out_biases.append(nn.Parameter(torch.empty(n_token)))
             if d_proj != d_embed:
-                self.out_projs.append(nn.Parameter(torch.empty(d_proj, d_embed)))
+                for _ in spans:
+                    self.out_projs.append(nn.Parameter(torch.empty(d_proj, d_embed)))
         else:
             for i, (lo, hi) in enumerate(spans):
                 d_emb_i = d_embed // div_val**i
@@ -136,17 +141,18 @@ class AdaptiveLogSoftmax(nn.Module):
         if tie_to is not None:
             for i, layer in enumerate(tie_to.emb_layers):
                 self.out_weights[i] = layer.weight
-            if tie_projs:
-                for i, proj in enumerate(tie_to.emb_projs):
-                    self.out_projs[i] = proj
+            if tie_projs and len(tie_to.emb_projs):
+                # The recipe ties the tail clusters' projections only; the head keeps its own.
+                for i in range(1, len(self.out_projs)):
+                    self.out_projs[i] = tie_to.emb_projs[0 if div_val == 1 else i]
 
     def _cluster(self, i: int) -> tuple[Tensor, Tensor, Tensor | None]:
         """Weight, bias and input projection of cluster ``i`` (0 = shortlist, without the cluster logits)."""
+        proj = self.out_projs[i] if len(self.out_projs) else None
         if self.div_val == 1:
             lo, hi = self.cutoff_ends[i], self.cutoff_ends[i + 1]
-            proj = self.out_projs[0] if len(self.out_projs) else None
             return self.out_weights[0][lo:hi], self.out_biases[0][lo:hi], proj
-        return self.out_weights[i], self.out_biases[i], self.out_projs[i]
+        return self.out_weights[i], self.out_biases[i], proj
 
     @staticmethod
     def _logits(hidden: Tensor, weight: Tensor, bias: Tensor, proj: Tensor | None) -> Tensor:
