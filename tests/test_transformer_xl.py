@@ -185,6 +185,15 @@ def test_weights_are_tied_and_only_linear_layers_are_structured() -> None:
         assert id(p) in unregularized
 
 
+@pytest.mark.parametrize("div_val", [1, 2])
+def test_projection_tying_follows_the_recipe(div_val: int) -> None:
+    """Tail clusters share the embedding's projections; the head's projection is its own."""
+    model = tiny_model(d_embed=32, div_val=div_val)
+    emb, crit = model.word_emb.emb_projs, model.crit.out_projs
+    assert len(crit) == 3 and all(crit[0] is not p for p in emb)
+    assert crit[1] is emb[0 if div_val == 1 else 1] and crit[2] is emb[0 if div_val == 1 else 2]
+
+
 def test_base_configuration_has_the_original_size() -> None:
     """The WikiText-103 base model: 16 layers, d 410, 10×41 heads, d_inner 2100, tied 267,735-word softmax."""
     vocab, d, hd, d_inner, n_layer = 267_735, 410, 410, 2100, 16
