@@ -151,8 +151,9 @@ def split_items(data: DataConfig, split: str) -> list[tuple[str, str]]:
     missing = [i for i, _ in items if i not in wavs]
     if missing:
         raise ValueError(
-            f"task.data.root={data.root}: {len(missing)} of the {len(items)} clips of {lists / filelist_name(split)} "
-            f"have no wav, e.g. {root / 'wavs' / missing[0]}.wav (set task.data.filelists to lists that match)"
+            f"task.data.root={data.root}: {len(missing)} of the {len(items)} clips of "
+            f"{lists / filelist_name(split)} have no wav, e.g. {root / 'wavs' / missing[0]}.wav "
+            "(set task.data.filelists to lists that match)"
         )
     return items
 
@@ -171,7 +172,8 @@ def load_wav(path: Path, sample_rate: int) -> torch.Tensor:
 
 
 class LogMel(nn.Module):
-    """``log(max(M |STFT(x)|, clamp))``: the recipe's mel spectrogram, ``[..., n] -> [..., n_mels, frames]``."""
+    """``log(max(M |STFT(x)|, clamp))``, the recipe's mel spectrogram: ``[..., n] -> [..., n_mels, frames]``
+    with ``frames = 1 + n // hop``."""
 
     def __init__(self, audio: AudioConfig) -> None:
         super().__init__()
@@ -308,7 +310,8 @@ def build_tacotron2(model: ModelConfig, audio: AudioConfig) -> nn.Module:
 
     if model.symbol_embedding_dim != model.encoder_embedding_dim or model.encoder_embedding_dim % 2:
         raise ValueError(
-            "task.model.symbol_embedding_dim and task.model.encoder_embedding_dim must be equal and even, got "
+            "task.model.symbol_embedding_dim and task.model.encoder_embedding_dim must be equal and even, "
+            "got "
             f"{model.symbol_embedding_dim} and {model.encoder_embedding_dim}"
         )
     return Tacotron2(mask_padding=False, n_mels=audio.n_mels, n_symbol=len(SYMBOLS), **asdict(model))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from typing import Any
 
 _PAD = "_"
 _SPECIAL = "-"
@@ -69,7 +70,7 @@ _CURLY_RE = re.compile(r"(.*?)\{(.+?)\}(.*)")
 
 
 @lru_cache(maxsize=1)
-def _inflect():  # noqa: ANN202 - inflect.engine is untyped
+def _inflect() -> Any:
     import inflect
 
     return inflect.engine()
