@@ -275,3 +275,39 @@ def test_mel_cache_round_trip_and_parameter_check(ljs: Path, tmp_path: Path):
     other = replace(cfg, data=replace(cfg.data, mel_cache=str(cache)), audio=AudioConfig(f_max=11025.0))
     with pytest.raises(ValueError, match=r"task\.data\.mel_cache=.*use another directory"):
         task_module("ljspeech").TASK(other, CPU)
+
+
+def test_ramda_with_a_large_lambda_zeroes_whole_input_groups_of_tacotron2(ljs: Path, one_thread):
+    from ramda.optim import RAMDA
+    from ramda.structure import param_groups, sparsity_report, structured_parameters
+
+    task = task_module("ljspeech").TASK(small_cfg(ljs, max_train_batches=2), CPU)
+    torch.manual_seed(0)
+    model = task.build_model()
+    expected = set()
+    for prefix, module in model.named_modules():
+        if isinstance(module, (torch.nn.Conv1d, torch.nn.Linear)):
+            expected.add(f"{prefix}.weight")
+        if isinstance(module, (torch.nn.LSTM, torch.nn.LSTMCell)):
+            expected |= {f"{prefix}.{n}" for n, _ in module.named_parameters() if n.startswith("weight_")}
+    structured = dict(structured_parameters(model))
+    assert set(structured) == expected
+    assert any("reverse" in n for n in expected) and any("postnet" in n for n in expected)
+    opt = RAMDA(param_groups(model, 1e-2), lr=1e-2, momentum=1.0, stop="objective")
+    for batch in task.train_batches(0):
+        loss = task.loss(model, batch)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+    report = sparsity_report(model)
+    assert 0.05 < report["weighted_group_sparsity"] < 0.95
+    zero_groups = nonzero_groups = 0
+    for weight in structured.values():
+        columns = weight.detach().transpose(0, 1).reshape(weight.shape[1], -1)  # one row per input group
+        is_zero = columns.eq(0)
+        whole = is_zero.all(1)
+        zero_groups += int(whole.sum())
+        nonzero_groups += int((~whole).sum())
+        assert not is_zero[~whole].any()  # exact zeros come in whole groups only
+    assert report["group_sparsity"] == pytest.approx(zero_groups / (zero_groups + nonzero_groups))
