@@ -162,10 +162,10 @@ def test_log_mel_of_a_tone_peaks_in_the_band_of_its_frequency():
     freq = random.uniform(300, 7000)
     wave = 0.5 * torch.sin(2 * math.pi * freq * torch.arange(22050) / 22050)
     mel = LogMel(AudioConfig())(wave)
-    assert int(mel[:, 10:-10].mean(1).argmax()) == int(
-        naive_mel_bank(AudioConfig(), np.array([freq]))[:, 0].argmax()
-    )
-    assert mel[:, 10:-10].max() > 0 > mel[:, 10:-10].min()  # log scale: in-band loud, out-of-band quiet
+    response = naive_mel_bank(AudioConfig(), np.array([freq]))[:, 0]  # the filters' gains at freq
+    peak = int(mel[:, 10:-10].mean(1).argmax())
+    assert response[peak] >= 0.8 * response.max()  # the strongest band, or its near-equal neighbour
+    assert mel[:, 10:-10].max() - mel[:, 10:-10].min() > 8  # log scale: far bands sit near log(1e-5)
 
 
 def test_collate_sorts_pads_and_sets_gate_targets():
