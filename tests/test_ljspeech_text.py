@@ -72,9 +72,9 @@ def naive_year(n: int) -> str:
 
 def test_cardinals_and_years_match_a_naive_speller():
     rng = random.Random()
-    for n in [rng.randrange(0, 1001) for _ in range(40)] + [rng.randrange(3000, 10**6) for _ in range(40)]:
+    for n in [rng.randrange(0, 1001) for _ in range(25)] + [rng.randrange(3000, 10**6) for _ in range(25)]:
         assert expand_numbers(f"x {n} y") == f"x {naive_cardinal(n)} y", n
-    for n in [rng.randrange(1001, 3000) for _ in range(60)] + [1100, 1905, 2000, 2001, 2009, 2010]:
+    for n in [rng.randrange(1001, 3000) for _ in range(30)] + [1100, 1905, 2000, 2001, 2009, 2010]:
         assert expand_numbers(str(n)) == naive_year(n), n
 
 
