@@ -119,18 +119,6 @@ def read_filelist(path: Path) -> list[tuple[str, str]]:
     return items
 
 
-def read_metadata(root: Path) -> dict[str, tuple[str, str]]:
-    """``id -> (text, normalized text)`` from ``metadata.csv`` (``id|text|normalized text``)."""
-    out = {}
-    path = root / "metadata.csv"
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        parts = line.split("|")
-        if len(parts) != 3:
-            raise ValueError(f"{path}:{lineno}: expected 'id|text|normalized text', got {line[:80]!r}")
-        out[parts[0]] = (parts[1], parts[2])
-    return out
-
-
 def check_root(root: str | Path) -> Path:
     """``root`` as a Path once it has the LJSpeech-1.1 layout; otherwise one ``ValueError`` line."""
     path = Path(root).expanduser()
