@@ -216,7 +216,7 @@ class MelCache:
         return torch.load(path, weights_only=True) if path.exists() else None
 
     def put(self, clip_id: str, mel: torch.Tensor) -> None:
-        self._write_atomic(self.dir / f"{clip_id}.pt", lambda tmp: torch.save(mel.clone(), tmp))
+        self._write_atomic(self.dir / f"{clip_id}.pt", lambda tmp: torch.save(mel, tmp))
 
 
 class LJSpeechDataset(torch.utils.data.Dataset):
