@@ -198,7 +198,9 @@ def test_ramda_training_lowers_loss_and_zeroes_groups(root: Path, tmp_path: Path
     down; a large λ makes whole input columns of the structured weights exactly zero."""
     results = {}
     for lam in (0.0, 1e-3):
-        task = WikiText103Task(tiny_config(root, tmp_path, max_train_batches=40), RunEnv(CPU, seed=1))
+        task = WikiText103Task(
+            tiny_config(root, tmp_path, max_train_batches=40, max_eval_batches=30), RunEnv(CPU, seed=1)
+        )
         torch.manual_seed(1)
         model = task.build_model()
         opt = RAMDA(param_groups(model, lam), lr=0.1, momentum=1.0)
