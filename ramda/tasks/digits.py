@@ -114,7 +114,8 @@ class DigitsTask(Task):
     @torch.no_grad()
     def recalibrate_batchnorm(self, model: nn.Module) -> None:
         """Set every BatchNorm's running statistics to the exact mean and (unbiased) variance of its input over
-        the whole training split, under the current weights ("precise BN").
+        the training split (its first ``num_train_batches()·batch`` images when ``max_train_batches`` limits an
+        epoch), under the current weights ("precise BN").
 
         The running averages kept during training lag behind weights that move fast — as RMDA's and RAMDA's do
         once their momentum reaches 1 and groups switch between zero and nonzero — and then the evaluation
@@ -129,7 +130,7 @@ class DigitsTask(Task):
             m.momentum = None  # a cumulative average: one batch gives its exact statistics
         was_training = model.training
         model.train()
-        model(self.x_train.to(self.env.device))
+        model(self.x_train[: self.num_train_batches() * self.batch].to(self.env.device))
         model.train(was_training)
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum
