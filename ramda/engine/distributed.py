@@ -199,20 +199,3 @@ def wrap(model: nn.Module, env: RunEnv, sync_batchnorm: bool = False) -> nn.Modu
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # converts children in place, keeps the root
     device_ids = [env.device.index] if env.device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
-
-
-def sampler(dataset: Any, env: RunEnv, shuffle: bool = True, drop_last: bool = True) -> Any:
-    """A :class:`~torch.utils.data.DistributedSampler` over ``dataset`` for this rank, seeded with the run's
-    seed (call ``set_epoch(epoch)`` each epoch to reshuffle); ``None`` for one process (use ``shuffle``)."""
-    if not env.distributed:
-        return None
-    from torch.utils.data import DistributedSampler
-
-    return DistributedSampler(
-        dataset,
-        num_replicas=env.world_size,
-        rank=env.rank,
-        shuffle=shuffle,
-        seed=env.seed,
-        drop_last=drop_last,
-    )
