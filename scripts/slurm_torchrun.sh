@@ -6,8 +6,8 @@
 #
 # Processes per node: $NPROC_PER_NODE, else SLURM's GPU count on the node, else 1 (CPU nodes: set NPROC_PER_NODE).
 # The run directory is results/runs/slurm/<job id> unless hydra.run.dir is given. SLURM sends SIGUSR1 120 s
-# before the time limit; torchrun passes it to its processes, which stop at the same step, write checkpoint.pt
-# and exit; the job then requeues itself (same job id, same run directory) and resumes from the checkpoint,
+# before the time limit; torchrun passes it to its processes (--signals-to-handle; SIGUSR1 is not among its
+# defaults) and gives them 100 s; they stop at the same step, rank 0 writes checkpoint.pt, they exit; the job then requeues itself (same job id, same run directory) and resumes from the checkpoint,
 # at most $RAMDA_MAX_REQUEUES (20) times.
 #SBATCH --job-name=ramda-ddp
 #SBATCH --ntasks-per-node=1
@@ -29,8 +29,6 @@ if [ -z "$run_dir" ]; then
     run_dir=results/runs/slurm/$SLURM_JOB_ID
     args+=("hydra.run.dir=$run_dir")
 fi
-# torchrun forwards these signals to its processes (SIGUSR1 is not among its defaults).
-export TORCHELASTIC_SIGNALS_TO_HANDLE=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( ${SLURM_CPUS_PER_TASK:-$nproc} / nproc > 0 ? ${SLURM_CPUS_PER_TASK:-$nproc} / nproc : 1 ))}
 
 status=0
@@ -40,6 +38,8 @@ srun --kill-on-bad-exit=1 torchrun \
     --rdzv_id="$SLURM_JOB_ID" \
     --rdzv_backend=c10d \
     --rdzv_endpoint="$master:$port" \
+    --signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1 \
+    --shutdown-timeout=100 \
     train.py "${args[@]}" || status=$?
 
 if [ "$status" -ne 0 ] && grep -qs '"status": "running"' "$run_dir/summary.json" \
