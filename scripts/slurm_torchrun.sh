@@ -7,8 +7,9 @@
 # Processes per node: $NPROC_PER_NODE, else SLURM's GPU count on the node, else 1 (CPU nodes: set NPROC_PER_NODE).
 # The run directory is results/runs/slurm/<job id> unless hydra.run.dir is given. SLURM sends SIGUSR1 120 s
 # before the time limit; torchrun passes it to its processes (--signals-to-handle; SIGUSR1 is not among its
-# defaults) and gives them 100 s; they stop at the same step, rank 0 writes checkpoint.pt, they exit; the job then requeues itself (same job id, same run directory) and resumes from the checkpoint,
-# at most $RAMDA_MAX_REQUEUES (20) times.
+# defaults) and gives them 100 s; they stop at the same step, rank 0 writes checkpoint.pt, they exit; the job
+# then requeues itself (same job id, same run directory) and resumes from the checkpoint, at most
+# $RAMDA_MAX_REQUEUES (20) times.
 #SBATCH --job-name=ramda-ddp
 #SBATCH --ntasks-per-node=1
 #SBATCH --signal=USR1@120
