@@ -4,10 +4,7 @@ the cluster (e.g. not root)."""
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,7 +16,10 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def slurm_cluster() -> None:
     proc = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "ci" / "slurm.sh"), "start"], capture_output=True, text=True, timeout=600
+        ["bash", str(ROOT / "scripts" / "ci" / "slurm.sh"), "start"],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     if proc.returncode != 0:
         reason = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"
@@ -39,7 +39,9 @@ def wait_gone(job_id: str, timeout: float) -> None:
 
 def job_field(job_id: str, key: str) -> str:
     """A field of ``scontrol show job`` (finished jobs stay visible for MinJobAge = 600 s)."""
-    out = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["scontrol", "show", "job", job_id], capture_output=True, text=True, check=True
+    ).stdout
     for token in out.split():
         if token.startswith(f"{key}="):
             return token.split("=", 1)[1]
@@ -49,7 +51,9 @@ def job_field(job_id: str, key: str) -> str:
 def test_cluster_runs_a_batch_job(slurm_cluster: None, tmp_path: Path) -> None:
     """sbatch → slurmctld schedules on the node → slurmd runs the script and an srun step."""
     script = tmp_path / "job.sh"
-    script.write_text(f"#!/bin/bash\n#SBATCH --output={tmp_path}/out.txt\necho batch $SLURM_JOB_ID\nsrun echo step\n")
+    script.write_text(
+        f"#!/bin/bash\n#SBATCH --output={tmp_path}/out.txt\necho batch $SLURM_JOB_ID\nsrun echo step\n"
+    )
     job_id = subprocess.run(
         ["sbatch", "--parsable", str(script)], capture_output=True, text=True, check=True, cwd=tmp_path
     ).stdout.strip()
