@@ -4,7 +4,9 @@ the cluster (e.g. not root)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -60,3 +62,127 @@ def test_cluster_runs_a_batch_job(slurm_cluster: None, tmp_path: Path) -> None:
     wait_gone(job_id, 30)
     assert job_field(job_id, "JobState") == "COMPLETED"
     assert (tmp_path / "out.txt").read_text().split("\n")[:2] == [f"batch {job_id}", "step"]
+
+
+TINY = ["trainer.epochs=1", "task.max_train_batches=4", "task.max_eval_batches=2"]
+# One CPU, 1 GB, no GPU per job: two jobs run side by side on a 2-CPU node.
+SMALL_JOBS = [
+    "hydra/launcher=slurm",
+    "hydra.launcher.gpus_per_node=null",
+    "hydra.launcher.cpus_per_task=1",
+    "hydra.launcher.mem_gb=1",
+    "hydra.launcher.timeout_min=10",
+]
+
+
+OPTS = ["--no-figures", "--table", "demo", "--print"]
+
+
+def submitit_jobs(sweep: Path) -> list[str]:
+    """SLURM ids of the jobs a sweep submitted (``<array>_<task>``, or ``<id>`` for a single job), from
+    submitit's folders."""
+    folder = sweep / ".submitit"
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name.replace("_", "").isdigit())
+
+
+def md_row(markdown: str, name: str) -> list[str]:
+    for line in markdown.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells[0] == name:
+            return cells[1:]
+    raise AssertionError(f"no row {name} in\n{markdown}")
+
+
+def test_demo_sweep_on_slurm_then_tables(slurm_cluster: None, tmp_path: Path) -> None:
+    """2 optimizers × 2 seeds submitted through hydra/launcher=slurm, run by slurmd, then `ramda.tables`
+    shows 2 rows of mean ± std equal to the values computed here from the four summary.json files."""
+    runs = tmp_path / "runs"
+    sweep = runs / "demo" / "multirun" / "slurm"
+    cmd = [sys.executable, "train.py", "-m", "experiment=demo", "optimizer=ramda,proxsgd", "seed=1,2"]
+    proc = subprocess.run(
+        [*cmd, *TINY, *SMALL_JOBS, f"hydra.sweep.dir={sweep}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = submitit_jobs(sweep)
+    assert len(jobs) == 4 and len({j.split("_")[0] for j in jobs}) == 1  # one job array of 4 tasks
+    for job in jobs:
+        wait_gone(job, 30)  # the result is written just before the job step exits
+        assert job_field(job, "JobState") == "COMPLETED"
+    values: dict[str, list[tuple[float, float]]] = {}
+    for opt in ("ramda", "proxsgd"):
+        for seed in (1, 2):
+            s = json.loads((sweep / "digits" / opt / f"seed{seed}" / "summary.json").read_text())
+            assert (s["status"], s["table"], s["seed"]) == ("completed", "demo", seed)
+            values.setdefault(opt, []).append((s["metric_value"], 100 * s["weighted_group_sparsity"]))
+    tables = subprocess.run(
+        [sys.executable, "-m", "ramda.tables", "--runs", str(runs), "--out", str(tmp_path / "tables"), *OPTS],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert tables.returncode == 0, tables.stderr
+    for opt, name in (("ramda", "RAMDA"), ("proxsgd", "ProxSGD")):
+        (a1, s1), (a2, s2) = values[opt]
+        # mean ± sample std of two numbers: (x+y)/2 ± |x−y|/√2
+        acc = f"{(a1 + a2) / 2:.2f} ± {abs(a1 - a2) / 2**0.5:.2f}"
+        sparsity = f"{(s1 + s2) / 2:.1f} ± {abs(s1 - s2) / 2**0.5:.1f}"
+        row = md_row(tables.stdout, name)
+        assert (row[0], row[2], row[-1]) == (acc, sparsity, "2/2")
+
+
+def test_requeued_job_resumes_from_its_checkpoint(slurm_cluster: None, tmp_path: Path) -> None:
+    """A running sweep job is requeued (SLURM stops it with SIGTERM and queues it again, as on preemption);
+    the second start resumes from checkpoint.pt: every epoch is logged exactly once, and the lines written
+    before the requeue are kept byte for byte (they hold the measured wall-clock time_per_epoch, which a run
+    restarted from scratch would not reproduce)."""
+    sweep = tmp_path / "runs" / "demo" / "multirun" / "requeue"
+    run = sweep / "digits" / "ramda" / "seed1"
+    epochs = 4
+    cmd = [sys.executable, "train.py", "-m", "experiment=demo", "optimizer=ramda", "seed=1"]
+    cmd += [f"trainer.epochs={epochs}", "task.max_train_batches=6", "task.max_eval_batches=2", *SMALL_JOBS]
+    sweep_proc = subprocess.Popen(
+        [*cmd, f"hydra.sweep.dir={sweep}"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        metrics = run / "metrics.jsonl"
+        deadline = time.monotonic() + 120
+        while not (metrics.exists() and metrics.read_text().count("\n") >= 1):
+            assert time.monotonic() < deadline, "first epoch not logged within 120 s"
+            assert sweep_proc.poll() is None, sweep_proc.stdout.read() if sweep_proc.stdout else ""
+            time.sleep(0.1)
+        before = metrics.read_text()
+        (job,) = submitit_jobs(sweep)
+        assert job_field(job, "JobState") == "RUNNING"
+        subprocess.run(["scontrol", "requeue", job], check=True)
+        # SLURM holds a requeued batch job for ~2 minutes (BeginTime); release it as an operator would.
+        deadline = time.monotonic() + 60
+        while job_field(job, "JobState") != "PENDING":
+            assert time.monotonic() < deadline, "job not back in the queue within 60 s"
+            time.sleep(0.1)
+        subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
+        out, _ = sweep_proc.communicate(timeout=180)
+    finally:
+        if sweep_proc.poll() is None:
+            sweep_proc.kill()
+    assert sweep_proc.returncode == 0, out[-3000:]
+    wait_gone(job, 30)
+    assert job_field(job, "Restarts") == "1" and job_field(job, "JobState") == "COMPLETED"
+    after = metrics.read_text()
+    assert after.startswith(before)
+    assert [json.loads(line)["epoch"] for line in after.splitlines()] == list(range(1, epochs + 1))
+    summary = json.loads((run / "summary.json").read_text())
+    assert (summary["status"], summary["epochs_completed"]) == ("completed", epochs)
+    folder = sweep / ".submitit" / job
+    log = (folder / f"{job}_0_log.out").read_text() + (folder / f"{job}_0_log.err").read_text()
+    assert log.count("Starting with JobEnvironment") == 2, log[-3000:]
