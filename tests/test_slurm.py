@@ -87,6 +87,13 @@ def submitit_jobs(sweep: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name.replace("_", "").isdigit())
 
 
+def cancel(sweep: Path) -> None:
+    """scancel whatever this test's sweep left in the queue (nothing, when it passes)."""
+    jobs = submitit_jobs(sweep)
+    if jobs:
+        subprocess.run(["scancel", *jobs], check=False)
+
+
 def md_row(markdown: str, name: str) -> list[str]:
     for line in markdown.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
@@ -101,13 +108,16 @@ def test_demo_sweep_on_slurm_then_tables(slurm_cluster: None, tmp_path: Path) ->
     runs = tmp_path / "runs"
     sweep = runs / "demo" / "multirun" / "slurm"
     cmd = [sys.executable, "train.py", "-m", "experiment=demo", "optimizer=ramda,proxsgd", "seed=1,2"]
-    proc = subprocess.run(
-        [*cmd, *TINY, *SMALL_JOBS, f"hydra.sweep.dir={sweep}"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    try:
+        proc = subprocess.run(
+            [*cmd, *TINY, *SMALL_JOBS, f"hydra.sweep.dir={sweep}"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+    finally:
+        cancel(sweep)
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = submitit_jobs(sweep)
     assert len(jobs) == 4 and len({j.split("_")[0] for j in jobs}) == 1  # one job array of 4 tasks
@@ -175,6 +185,7 @@ def test_requeued_job_resumes_from_its_checkpoint(slurm_cluster: None, tmp_path:
     finally:
         if sweep_proc.poll() is None:
             sweep_proc.kill()
+            cancel(sweep)
     assert sweep_proc.returncode == 0, out[-3000:]
     wait_gone(job, 30)
     assert job_field(job, "Restarts") == "1" and job_field(job, "JobState") == "COMPLETED"
