@@ -116,8 +116,9 @@ def test_demo_sweep_on_slurm_then_tables(slurm_cluster: None, tmp_path: Path) ->
             text=True,
             timeout=240,
         )
-    finally:
+    except subprocess.TimeoutExpired:
         cancel(sweep)
+        raise
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = submitit_jobs(sweep)
     assert len(jobs) == 4 and len({j.split("_")[0] for j in jobs}) == 1  # one job array of 4 tasks
