@@ -381,10 +381,10 @@ def _fmt(cell: Cell | Stat | None, digits: int, pm: str = " ± ") -> str:
 
 
 def _columns(table: Table) -> list[tuple[str, str]]:
-    """(header, key) pairs of the printed table."""
+    """(header, key) pairs of the printed table; the ``paper`` columns only for a table with paper numbers."""
     exp = table.experiment
     arrow = "↑" if exp.higher_is_better else "↓"
-    return [
+    cols = [
         ("Optimizer", "optimizer"),
         (f"{exp.metric_label} {arrow}", "metric"),
         ("paper", "paper_metric"),
@@ -394,6 +394,7 @@ def _columns(table: Table) -> list[tuple[str, str]]:
         ("paper", "paper_time"),
         ("Runs", "runs"),
     ]
+    return cols if exp.paper else [c for c in cols if not c[1].startswith("paper")]
 
 
 def _cells(table: Table, row: Row, pm: str = " ± ", dash: str = "—") -> dict[str, str]:
@@ -420,9 +421,10 @@ def _cells(table: Table, row: Row, pm: str = " ± ", dash: str = "—") -> dict[
 
 def _footnote(table: Table) -> str:
     exp = table.experiment
-    seeds = ", ".join(map(str, exp.seeds)) if exp.seeds else "as found"
+    seeds = sorted({s for r in table.rows for s in r.completed + r.failed + r.running + r.missing})
     text = (
-        f"Mean ± sample standard deviation (ddof = 1) over the seeds whose run completed (seeds {seeds}); "
+        f"Mean ± sample standard deviation (ddof = 1) over the seeds whose run completed "
+        f"(seeds {', '.join(map(str, seeds))}); "
         f"a single completed seed shows its value alone. Runs: completed/expected seeds; failed, running and "
         f"missing seeds are not averaged. Sparsity: weighted group sparsity of the final model."
     )

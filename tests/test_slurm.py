@@ -145,7 +145,7 @@ def test_demo_sweep_on_slurm_then_tables(slurm_cluster: None, tmp_path: Path) ->
         acc = f"{(a1 + a2) / 2:.2f} ± {abs(a1 - a2) / 2**0.5:.2f}"
         sparsity = f"{(s1 + s2) / 2:.1f} ± {abs(s1 - s2) / 2**0.5:.1f}"
         row = md_row(tables.stdout, name)
-        assert (row[0], row[2], row[-1]) == (acc, sparsity, "2/2")
+        assert (row[0], row[1], row[-1]) == (acc, sparsity, "2/2")
 
 
 def test_requeued_job_resumes_from_its_checkpoint(slurm_cluster: None, tmp_path: Path) -> None:

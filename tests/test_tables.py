@@ -240,6 +240,12 @@ def test_curves_hand_computed(tmp_path: Path) -> None:
     write_run(runs, "demo", "ramda", 3, status="failed", task="digits", metric="accuracy", value=None,
               history=[{"epoch": 1, "accuracy": 10.0, "weighted_group_sparsity": 0.9}])  # fmt: skip
     (table,) = tables.generate(tables.load_local(runs), None, None, "demo")
+    md = tables.to_markdown(table)
+    assert "| Optimizer | Accuracy (%) ↑ | Weighted group sparsity (%) | Time/epoch (s) | Runs |" in md
+    assert (
+        "(seeds 1, 2, 3)" in md
+        and "| RAMDA | 70.00 ± 0.00 | 10.0 ± 0.0 | 10.00 ± 0.00 | ⚠ 2/3 seeds, 1 failed |" in md
+    )
     row = table.rows[0]
     epochs, mean, std = tables.curves(row, "accuracy")
     assert epochs == [1, 2, 3] and mean == [82.0, 91.0, 93.0]
