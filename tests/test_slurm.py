@@ -148,16 +148,39 @@ def test_demo_sweep_on_slurm_then_tables(slurm_cluster: None, tmp_path: Path) ->
         assert (row[0], row[1], row[-1]) == (acc, sparsity, "2/2")
 
 
+def wait_epochs(metrics: Path, n: int, sweep_proc: subprocess.Popen, timeout: float = 120) -> str:
+    """The text of ``metrics`` once it holds at least ``n`` epoch lines."""
+    deadline = time.monotonic() + timeout
+    while not (metrics.exists() and metrics.read_text().count("\n") >= n):
+        assert time.monotonic() < deadline, f"{n} epoch(s) not logged within {timeout} s"
+        assert sweep_proc.poll() is None, sweep_proc.stdout.read() if sweep_proc.stdout else ""
+        time.sleep(0.05)
+    return metrics.read_text()
+
+
+def release(job: str) -> None:
+    """Wait until a requeued job is back in the queue, then let it start now: SLURM otherwise holds a
+    requeued batch job for about two minutes (Reason=BeginTime), as an operator's `StartTime=now` would."""
+    deadline = time.monotonic() + 60
+    while job_field(job, "JobState") != "PENDING":
+        assert time.monotonic() < deadline, "job not back in the queue within 60 s"
+        time.sleep(0.1)
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
+
+
 def test_requeued_job_resumes_from_its_checkpoint(slurm_cluster: None, tmp_path: Path) -> None:
-    """A running sweep job is requeued (SLURM stops it with SIGTERM and queues it again, as on preemption);
-    the second start resumes from checkpoint.pt: every epoch is logged exactly once, and the lines written
-    before the requeue are kept byte for byte (they hold the measured wall-clock time_per_epoch, which a run
-    restarted from scratch would not reproduce)."""
+    """One sweep job is interrupted twice while running, and each time resumes from checkpoint.pt:
+    1. the time-limit path: SLURM's USR2 (what it sends `signal_delay_s` before the limit); submitit requeues;
+    2. the preemption path: `scontrol requeue` (SLURM stops the job with SIGTERM and queues it again).
+    The finished run logs every epoch exactly once, and the lines written before each interruption are
+    kept byte for byte (they hold the measured wall-clock time_per_epoch, which a restarted run would not
+    repeat)."""
     sweep = tmp_path / "runs" / "demo" / "multirun" / "requeue"
     run = sweep / "digits" / "ramda" / "seed1"
-    epochs = 4
+    metrics = run / "metrics.jsonl"
+    epochs = 6
     cmd = [sys.executable, "train.py", "-m", "experiment=demo", "optimizer=ramda", "seed=1"]
-    cmd += [f"trainer.epochs={epochs}", "task.max_train_batches=6", "task.max_eval_batches=2", *SMALL_JOBS]
+    cmd += [f"trainer.epochs={epochs}", "task.max_train_batches=10", "task.max_eval_batches=2", *SMALL_JOBS]
     sweep_proc = subprocess.Popen(
         [*cmd, f"hydra.sweep.dir={sweep}"],
         cwd=ROOT,
@@ -166,22 +189,15 @@ def test_requeued_job_resumes_from_its_checkpoint(slurm_cluster: None, tmp_path:
         text=True,
     )
     try:
-        metrics = run / "metrics.jsonl"
-        deadline = time.monotonic() + 120
-        while not (metrics.exists() and metrics.read_text().count("\n") >= 1):
-            assert time.monotonic() < deadline, "first epoch not logged within 120 s"
-            assert sweep_proc.poll() is None, sweep_proc.stdout.read() if sweep_proc.stdout else ""
-            time.sleep(0.1)
-        before = metrics.read_text()
+        first = wait_epochs(metrics, 1, sweep_proc)
         (job,) = submitit_jobs(sweep)
         assert job_field(job, "JobState") == "RUNNING"
+        subprocess.run(["scancel", "--signal=USR2", job], check=True)
+        release(job)
+        second = wait_epochs(metrics, 3, sweep_proc)
+        assert job_field(job, "JobState") == "RUNNING" and job_field(job, "Restarts") == "1"
         subprocess.run(["scontrol", "requeue", job], check=True)
-        # SLURM holds a requeued batch job for ~2 minutes (BeginTime); release it as an operator would.
-        deadline = time.monotonic() + 60
-        while job_field(job, "JobState") != "PENDING":
-            assert time.monotonic() < deadline, "job not back in the queue within 60 s"
-            time.sleep(0.1)
-        subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
+        release(job)
         out, _ = sweep_proc.communicate(timeout=180)
     finally:
         if sweep_proc.poll() is None:
@@ -189,12 +205,13 @@ def test_requeued_job_resumes_from_its_checkpoint(slurm_cluster: None, tmp_path:
             cancel(sweep)
     assert sweep_proc.returncode == 0, out[-3000:]
     wait_gone(job, 30)
-    assert job_field(job, "Restarts") == "1" and job_field(job, "JobState") == "COMPLETED"
-    after = metrics.read_text()
-    assert after.startswith(before)
-    assert [json.loads(line)["epoch"] for line in after.splitlines()] == list(range(1, epochs + 1))
+    assert job_field(job, "Restarts") == "2" and job_field(job, "JobState") == "COMPLETED"
+    final = metrics.read_text()
+    assert second.startswith(first) and final.startswith(second)
+    assert [json.loads(line)["epoch"] for line in final.splitlines()] == list(range(1, epochs + 1))
     summary = json.loads((run / "summary.json").read_text())
     assert (summary["status"], summary["epochs_completed"]) == ("completed", epochs)
     folder = sweep / ".submitit" / job
     log = (folder / f"{job}_0_log.out").read_text() + (folder / f"{job}_0_log.err").read_text()
-    assert log.count("Starting with JobEnvironment") == 2, log[-3000:]
+    assert log.count("Starting with JobEnvironment") == 3, log[-3000:]
+    assert "Caught signal SIGUSR2" in log and "Requeued job" in log
