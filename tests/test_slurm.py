@@ -82,9 +82,9 @@ def submitit_jobs(sweep: Path) -> list[str]:
     """SLURM ids of the jobs a sweep submitted (``<array>_<task>``, or ``<id>`` for a single job), from
     submitit's folders."""
     folder = sweep / ".submitit"
-    if not folder.is_dir():
-        return []
-    return sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name.replace("_", "").isdigit())
+    names = [p.name for p in folder.iterdir() if p.is_dir()] if folder.is_dir() else []
+    tasks = sorted(n for n in names if "_" in n and n.replace("_", "").isdigit())
+    return tasks or sorted(n for n in names if n.isdigit())
 
 
 def cancel(sweep: Path) -> None:

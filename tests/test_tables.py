@@ -279,7 +279,9 @@ def test_truncated_metrics_line_is_ignored(tmp_path: Path) -> None:
         (lambda s: s.update(metric_value=None), r"a completed run needs a numeric 'metric_value'"),
     ],
 )
-def test_bad_summary_is_one_clear_line(tmp_path: Path, edit, message: str) -> None:
+def test_bad_summary_is_one_clear_line(
+    tmp_path: Path, edit, message: str, capsys: pytest.CaptureFixture
+) -> None:
     runs = tmp_path / "runs"
     write_run(runs, "vision", "ramda", 1)
     bad = write_run(runs, "vision", "ramda", 2) / "summary.json"
@@ -287,17 +289,31 @@ def test_bad_summary_is_one_clear_line(tmp_path: Path, edit, message: str) -> No
     edit(summary)
     bad.write_text(json.dumps(summary))
     out = tmp_path / "out"
+    assert tables.main(["--runs", str(runs), "--out", str(out), "--figures", str(tmp_path / "figs")]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert captured.out == "" and len(lines) == 1 and str(bad) in lines[0]
+    assert re.search(message, lines[0]), lines[0]
+    assert not out.exists() and not (tmp_path / "figs").exists()
+
+
+def test_command_line(vision_runs: Path, tmp_path: Path) -> None:
+    """`python -m ramda.tables` as `make tables` calls it: exit 0, the Markdown on stdout, files written; and
+    exit 2 with one line on stderr for a bad --runs."""
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "ramda.tables", "--runs", str(vision_runs), "--out", str(out), "--print"]
+    proc = subprocess.run([*cmd, "--no-figures"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == (out / "vision.md").read_text().strip()
+    assert (out / "vision.tex").exists() and (out / "vision.csv").exists()
     proc = subprocess.run(
-        [sys.executable, "-m", "ramda.tables", "--runs", str(runs), "--out", str(out)],
+        [sys.executable, "-m", "ramda.tables", "--runs", str(tmp_path / "nope")],
         cwd=ROOT,
         capture_output=True,
         text=True,
+        timeout=120,
     )
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and str(bad) in lines[0]
-    assert re.search(message, lines[0]), lines[0]
-    assert not out.exists()
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "not a directory" in proc.stderr
 
 
 def test_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
