@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from ramda import tables
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -102,7 +104,9 @@ def md_row(markdown: str, name: str) -> list[str]:
     raise AssertionError(f"no row {name} in\n{markdown}")
 
 
-def test_demo_sweep_on_slurm_then_tables(slurm_cluster: None, tmp_path: Path) -> None:
+def test_demo_sweep_on_slurm_then_tables(
+    slurm_cluster: None, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     """2 optimizers × 2 seeds submitted through hydra/launcher=slurm, run by slurmd, then `ramda.tables`
     shows 2 rows of mean ± std equal to the values computed here from the four summary.json files."""
     runs = tmp_path / "runs"
@@ -131,20 +135,14 @@ def test_demo_sweep_on_slurm_then_tables(slurm_cluster: None, tmp_path: Path) ->
             s = json.loads((sweep / "digits" / opt / f"seed{seed}" / "summary.json").read_text())
             assert (s["status"], s["table"], s["seed"]) == ("completed", "demo", seed)
             values.setdefault(opt, []).append((s["metric_value"], 100 * s["weighted_group_sparsity"]))
-    tables = subprocess.run(
-        [sys.executable, "-m", "ramda.tables", "--runs", str(runs), "--out", str(tmp_path / "tables"), *OPTS],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert tables.returncode == 0, tables.stderr
+    assert tables.main(["--runs", str(runs), "--out", str(tmp_path / "tables"), *OPTS]) == 0
+    markdown = capsys.readouterr().out
     for opt, name in (("ramda", "RAMDA"), ("proxsgd", "ProxSGD")):
         (a1, s1), (a2, s2) = values[opt]
         # mean ± sample std of two numbers: (x+y)/2 ± |x−y|/√2
         acc = f"{(a1 + a2) / 2:.2f} ± {abs(a1 - a2) / 2**0.5:.2f}"
         sparsity = f"{(s1 + s2) / 2:.1f} ± {abs(s1 - s2) / 2**0.5:.1f}"
-        row = md_row(tables.stdout, name)
+        row = md_row(markdown, name)
         assert (row[0], row[1], row[-1]) == (acc, sparsity, "2/2")
 
 

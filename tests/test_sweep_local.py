@@ -11,6 +11,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
+
+from ramda import tables
 
 ROOT = Path(__file__).resolve().parents[1]
 OPTS = ["--table", "demo", "--print"]
@@ -29,7 +32,7 @@ def expected_cell(values: list[float], digits: int) -> str:
     return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
 
 
-def test_local_multirun_then_tables(tmp_path: Path) -> None:
+def test_local_multirun_then_tables(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     runs = tmp_path / "runs"
     sweep = runs / "demo" / "multirun" / "local"
     cmd = [sys.executable, "train.py", "-m", "experiment=demo", "optimizer=ramda,proxsgd", "seed=1,2", *TINY]
@@ -47,26 +50,8 @@ def test_local_multirun_then_tables(tmp_path: Path) -> None:
             assert epochs == [1] and s["epochs_completed"] == 1
             summaries[opt, seed] = s
     out, figs = tmp_path / "tables", tmp_path / "figures"
-    tables = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ramda.tables",
-            "--runs",
-            str(runs),
-            "--out",
-            str(out),
-            "--figures",
-            str(figs),
-            *OPTS,
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert tables.returncode == 0, tables.stderr
-    md = tables.stdout
+    assert tables.main(["--runs", str(runs), "--out", str(out), "--figures", str(figs), *OPTS]) == 0
+    md = capsys.readouterr().out
     # The demo has no paper numbers, so no "paper" columns.
     assert "| Optimizer | Accuracy (%) ↑ | Weighted group sparsity (%) | Time/epoch (s) | Runs |" in md
     for opt, name in (("ramda", "RAMDA"), ("proxsgd", "ProxSGD")):

@@ -147,3 +147,25 @@ def test_command_line_entry_point() -> None:
     assert (
         '"launcher": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"' in proc.stdout
     )
+
+
+@pytest.mark.parametrize("table", experiments.names())
+def test_definition_matches_task_and_presets(table: str) -> None:
+    """The table's metric is its task's metric, and each optimizer has a preset once the task has presets."""
+    from ramda.tasks import task_module
+
+    exp = experiments.get(table)
+    try:
+        task = task_module(exp.task).TASK
+    except ModuleNotFoundError as err:
+        pytest.skip(f"task module for '{exp.task}' not on this branch yet ({err})")
+    assert (task.metric, task.higher_is_better) == (exp.metric, exp.higher_is_better)
+    presets = ROOT / "configs" / "preset" / exp.task
+    if not presets.is_dir():
+        pytest.skip(f"{presets.relative_to(ROOT)} not on this branch yet")
+    for opt in exp.optimizers:
+        assert exp.preset(opt).is_file(), exp.preset(opt)
+        settings = exp.settings(opt)
+        raw = yaml.safe_load(exp.preset(opt).read_text())
+        assert set(settings) == set(raw) - {"defaults"} and {"optimizer", "regularizer"} & set(settings)
+        assert isinstance(settings.get("regularizer", {}).get("lam", 0.0), float)
