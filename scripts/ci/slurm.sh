@@ -58,9 +58,6 @@ write_conf() {
     cpus=$(nproc)
     mem_kb=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)
     mem_mb=$((mem_kb * 9 / 10 / 1024))
-    if [ -f "$CONF" ] && ! grep -qF "$MARK" "$CONF"; then
-        die "$CONF exists and was not written by this script; move it away to start the test cluster"
-    fi
     mkdir -p /etc/slurm "$STATE/ctld" "$STATE/d"
     local tmp="$CONF.tmp.$$"
     cat >"$tmp" <<EOF
@@ -121,10 +118,19 @@ start_munge() {
     die "munged did not come up (see /var/log/munge/munged.log)"
 }
 
+ours() {
+    [ -f "$CONF" ] && grep -qF "$MARK" "$CONF"
+}
+
 start() {
-    case "$(node_state)" in
-        idle* | mixed* | allocated*) return 0 ;;
-    esac
+    if [ -f "$CONF" ] && ! ours; then
+        die "$CONF exists and was not written by this script (a real cluster?); not starting a test cluster"
+    fi
+    if ours; then
+        case "$(node_state)" in
+            idle* | mixed* | allocated*) return 0 ;;
+        esac
+    fi
     install
     need_root "start the cluster"
     write_conf
