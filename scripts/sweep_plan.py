@@ -38,6 +38,7 @@ SLURM_KEYS = (
     "max_num_timeout",
     "array_parallelism",
     "additional_parameters",
+    "setup",
 )
 
 
