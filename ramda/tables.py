@@ -228,7 +228,7 @@ def load_wandb(project: str, table: str | None = None) -> list[RunRecord]:
     api = wandb.Api()
     filters = {"config.table": table} if table else None
     records = []
-    for i, run in enumerate(api.runs(project, filters=filters)):
+    for i, run in enumerate(api.runs(project, filters=filters, order="+created_at")):  # oldest first
         history = [row for row in run.scan_history() if row.get("epoch") is not None]
         records.append(record_from_wandb(dict(run.config), dict(run.summary), run.state, history, run.url))
         records[-1].order = float(i)
@@ -285,6 +285,8 @@ class Row:
 
 @dataclass
 class Table:
+    """One generated table: its definition, one row per optimizer, warnings, and the figure once drawn."""
+
     name: str
     experiment: Experiment
     rows: list[Row]
