@@ -225,13 +225,20 @@ def load_wandb(project: str, table: str | None = None) -> list[RunRecord]:
     optionally only those whose config has ``table``."""
     import wandb
 
-    api = wandb.Api()
     filters = {"config.table": table} if table else None
     records = []
-    for i, run in enumerate(api.runs(project, filters=filters, order="+created_at")):  # oldest first
-        history = [row for row in run.scan_history() if row.get("epoch") is not None]
-        records.append(record_from_wandb(dict(run.config), dict(run.summary), run.state, history, run.url))
-        records[-1].order = float(i)
+    try:
+        api = wandb.Api()
+        for i, run in enumerate(api.runs(project, filters=filters, order="+created_at")):  # oldest first
+            history = [row for row in run.scan_history() if row.get("epoch") is not None]
+            records.append(
+                record_from_wandb(dict(run.config), dict(run.summary), run.state, history, run.url)
+            )
+            records[-1].order = float(i)
+    except (wandb.errors.Error, ValueError, OSError) as err:
+        if isinstance(err, TablesError):
+            raise
+        raise TablesError(f"--wandb-project {project}: {str(err).strip().splitlines()[0]}") from None
     return records
 
 

@@ -391,6 +391,21 @@ def test_wandb_records_give_the_same_table(vision_runs: Path) -> None:
     assert tables.to_csv(a) == tables.to_csv(b)
 
 
+def test_wandb_without_credentials_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """With no W&B login (as here: no network, no key) the real wandb.Api() refuses; one line, exit 2."""
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "cfg"))
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    out = tmp_path / "out"
+    assert tables.main(["--source", "wandb", "--wandb-project", "me/ramda", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --wandb-project me/ramda: ") and "API key" in err[0]
+    assert not out.exists()
+
+
 def test_wandb_state_mapping() -> None:
     config = {"table": "demo", "seed": 2, "optimizer.name": "rmda", "task": {"name": "digits"}}
     rows = [
