@@ -17,3 +17,6 @@ if ((${#apt_packages[@]})); then
         echo "note: not root, so ${apt_packages[*]} not installed; the tests that need them will be skipped" >&2
     fi
 fi
+if [ "$(id -u)" = 0 ]; then
+    bash scripts/ci/slurm.sh install
+fi
