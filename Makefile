@@ -7,27 +7,31 @@ DEMO_DIR := results/runs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
 
 .PHONY: install demo test tables bench lint
 
-$(STAMP): pyproject.toml scripts/ci/install.sh
-ifneq ($(SKIP_INSTALL),1)
-	bash scripts/ci/install.sh
+ifeq ($(SKIP_INSTALL),1)
+INSTALLED :=
+else
+INSTALLED := $(STAMP)
 endif
+
+$(STAMP): pyproject.toml scripts/ci/install.sh
+	bash scripts/ci/install.sh
 	@mkdir -p $(dir $(STAMP)) && touch $(STAMP)
 
 install: $(STAMP)
 
-demo: $(STAMP)
+demo: $(INSTALLED)
 	@$(PYTHON) -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('ramda.tables') is None)" \
 		|| { echo "error: ramda.tables is not installed; the demo table cannot be printed" >&2; exit 1; }
 	$(PYTHON) train.py -m experiment=demo hydra.sweep.dir=$(DEMO_DIR)
 	$(PYTHON) -m ramda.tables --runs $(DEMO_DIR) --table demo --print
 
-test: $(STAMP)
+test: $(INSTALLED)
 	$(PYTHON) -m pytest -q
 
-tables: $(STAMP)
+tables: $(INSTALLED)
 	$(PYTHON) -m ramda.tables
 
-bench: $(STAMP)
+bench: $(INSTALLED)
 	$(PYTHON) scripts/bench_optim.py
 
 lint:

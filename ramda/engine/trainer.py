@@ -222,6 +222,11 @@ class Trainer:
         except Preempted:
             self._finish(self.summary("running"), exit_code=1)
             raise
+        except Exception as err:  # any other failure: record it, keep the last checkpoint, re-raise
+            summary = self.summary("failed", error=f"{type(err).__name__}: {err}")
+            self.files.write_summary(summary)
+            self._finish(summary, exit_code=1)
+            raise
         finally:
             self.console.close()
         summary = self.summary("completed")
