@@ -1,7 +1,8 @@
 """Both SLURM launch paths against a real single-node cluster (munged, slurmctld, slurmd on this machine, started
 by ``scripts/ci/slurm.sh start`` where that script exists): ``sbatch scripts/slurm_torchrun.sh`` (one torchrun per
-node, c10d rendezvous on the first node) and ``srun --ntasks=2 python train.py`` (one task per process, the rank
-from ``SLURM_PROCID``, the master from ``scontrol show hostnames``). Skipped when no cluster can be reached."""
+node, c10d rendezvous on the first node) and the Hydra launcher ``hydra/launcher=slurm_ddp`` (submitit, one SLURM
+task per process: the rank from ``SLURM_PROCID``, the master from ``scontrol show hostnames``). Skipped when no
+cluster can be reached."""
 
 from __future__ import annotations
 
@@ -56,9 +57,9 @@ def _check(run_dir: Path, log: str) -> None:
         assert torch.equal(r0[key], r1[key]), key
 
 
-def test_sbatch_torchrun_and_srun_tasks(slurm_cluster: None, tmp_path: Path) -> None:
-    """Two 2-process runs, one per launch path, at once on the node; each completes with identical replicas."""
-    batch_dir, srun_dir = tmp_path / "sbatch", tmp_path / "srun"
+def test_sbatch_torchrun_and_submitit_tasks(slurm_cluster: None, tmp_path: Path) -> None:
+    """Two 2-process runs, one per launch path; each completes with identical replicas on its two ranks."""
+    batch_dir, sweep_dir = tmp_path / "sbatch", tmp_path / "sweep"
     batch = subprocess.Popen(
         [
             "sbatch",
@@ -76,8 +77,16 @@ def test_sbatch_torchrun_and_srun_tasks(slurm_cluster: None, tmp_path: Path) -> 
         stderr=subprocess.STDOUT,
         text=True,
     )
+    launcher = [
+        "hydra/launcher=slurm_ddp",
+        "hydra.launcher.gpus_per_node=null",
+        "hydra.launcher.tasks_per_node=2",
+        "hydra.launcher.cpus_per_task=1",
+        "hydra.launcher.mem_gb=1",
+        "hydra.launcher.timeout_min=10",
+    ]
     step = subprocess.run(
-        ["srun", "--ntasks=2", "--time=10", sys.executable, "train.py", *TINY, f"hydra.run.dir={srun_dir}"],
+        [sys.executable, "train.py", "-m", *launcher, *TINY, f"hydra.sweep.dir={sweep_dir}"],
         cwd=ROOT,
         env=_env(),
         capture_output=True,
@@ -89,4 +98,4 @@ def test_sbatch_torchrun_and_srun_tasks(slurm_cluster: None, tmp_path: Path) -> 
     assert batch.returncode == 0, out + logs
     assert step.returncode == 0, step.stdout + step.stderr
     _check(batch_dir, logs)
-    _check(srun_dir, step.stdout + step.stderr)
+    _check(sweep_dir / "digits" / "ramda" / "seed1", step.stdout + step.stderr)
