@@ -17,6 +17,7 @@ with no communication beyond DDP's. Only rank 0 writes files.
 
 from __future__ import annotations
 
+import atexit
 import os
 import subprocess
 from collections.abc import Sequence
@@ -111,7 +112,7 @@ def setup(device: str, seed: int, threads: int = 0) -> RunEnv:
         dev = torch.device("cuda", local)
         torch.cuda.set_device(dev)
     os.environ.update(env)
-    if not dist.is_initialized():
+    if not dist.is_initialized():  # once per process: the jobs of a multirun share it
         dist.init_process_group(
             backend="nccl" if dev.type == "cuda" else "gloo",
             init_method="env://",
@@ -120,16 +121,16 @@ def setup(device: str, seed: int, threads: int = 0) -> RunEnv:
             timeout=TIMEOUT,
             device_id=dev if dev.type == "cuda" else None,
         )
+        atexit.register(dist.destroy_process_group)
     return RunEnv(device=dev, seed=seed, rank=rank, world_size=world)
 
 
 def close(env: RunEnv, wait: bool = True) -> None:
-    """Leave the process group: after a barrier when ``wait`` (every rank got here, so none is still writing
-    when another exits and the launcher stops the rest)."""
-    if env.distributed and dist.is_initialized():
-        if wait:
-            dist.barrier()
-        dist.destroy_process_group()
+    """The end of a run: a barrier when ``wait`` (every rank got here), so that no rank is still writing when
+    another exits and the launcher stops the rest. The process group itself lives until the process exits
+    (re-creating it on torchrun's store hangs), so the jobs of a multirun reuse it."""
+    if wait and env.distributed and dist.is_initialized():
+        dist.barrier()
 
 
 def barrier(env: RunEnv) -> None:
