@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ramda.fixtures import FIXTURES, make  # noqa: E402
+from ramda.fixtures import FIXTURES, make
 
 
 def main() -> None:

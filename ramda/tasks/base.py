@@ -92,5 +92,5 @@ class Task(abc.ABC):
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         """Validation metrics, identical on every rank; must contain ``self.metric``."""
 
-    def on_epoch_start(self, epoch: int) -> None:  # noqa: B027 - optional hook
+    def on_epoch_start(self, epoch: int) -> None:
         """Reset per-epoch state (e.g. recurrent memory)."""

@@ -1,0 +1,124 @@
+"""Shared machinery of the regularised optimizers: per-group λ and regulariser, validation, solver statistics."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from ramda.regularizers import Regularizer, get_regularizer
+from ramda.solver import STOP_MODES, default_stop
+
+
+def _check_momentum(value: float) -> None:
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"momentum must be in (0, 1], got {value}")
+
+
+class RegularizedOptimizer(Optimizer):
+    """A ``torch.optim.Optimizer`` whose param groups may carry ``lam`` (λ ≥ 0) and ``regularizer`` (a name of
+    :data:`ramda.regularizers.REGULARIZERS`, or ``None``). A group with ``lam == 0`` or no regulariser is trained
+    without the structure term."""
+
+    uses_solver = False
+
+    def __init__(self, params: Iterable[Any], defaults: dict[str, Any]) -> None:
+        defaults.setdefault("lam", 0.0)
+        defaults.setdefault("regularizer", "group_lasso")
+        self._validate_hyper(defaults)
+        super().__init__(params, defaults)
+        self._solver_iters: Tensor | None = None
+        self._solver_calls = 0
+
+    def _validate_hyper(self, group: dict[str, Any]) -> None:
+        if group["lr"] < 0.0:
+            raise ValueError(f"lr must be >= 0, got {group['lr']}")
+        if group["lam"] < 0.0:
+            raise ValueError(f"lam (λ) must be >= 0, got {group['lam']}")
+        if "momentum" in group:
+            _check_momentum(group["momentum"])
+        if "eps" in group and group["eps"] < 0.0:
+            raise ValueError(f"eps must be >= 0, got {group['eps']}")
+        if "stop" in group and group["stop"] is not None and group["stop"] not in STOP_MODES:
+            raise ValueError(f"stop must be one of {', '.join(STOP_MODES)} or None, got '{group['stop']}'")
+        if "max_iters" in group and group["max_iters"] < 1:
+            raise ValueError(f"max_iters must be >= 1, got {group['max_iters']}")
+        get_regularizer(group["regularizer"], "regularizer")
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        self._validate_hyper(group)
+        reg = self.regularizer_of(group)
+        if reg is not None:
+            for i, p in enumerate(group["params"]):
+                reg.check(p, where=f"param group {len(self.param_groups) - 1} tensor {i}")
+            if self.uses_solver and group.get("stop") == "exact" and not reg.has_exact:
+                raise ValueError(f"stop='exact' is not available for regularizer '{reg.name}'")
+
+    @staticmethod
+    def regularizer_of(group: dict[str, Any]) -> Regularizer | None:
+        """The group's regulariser, or ``None`` when it has no structure term (λ = 0)."""
+        if group["lam"] == 0.0:
+            return None
+        return get_regularizer(group["regularizer"])
+
+    @staticmethod
+    def stop_of(group: dict[str, Any], reg: Regularizer) -> str:
+        return group.get("stop") or default_stop(reg)
+
+    def _record_iters(self, iters: Tensor | int, device: torch.device) -> None:
+        if self._solver_iters is None:
+            self._solver_iters = torch.zeros((), dtype=torch.int64, device=device)
+        self._solver_iters += iters
+        self._solver_calls += 1
+
+    def solver_iterations(self) -> float:
+        """Mean inner solver iterations per tensor and step since the last call (nan where no solver ran).
+        Reads one number from the device."""
+        if self._solver_iters is None or self._solver_calls == 0:
+            return math.nan
+        mean = float(self._solver_iters) / self._solver_calls
+        self._solver_iters.zero_()
+        self._solver_calls = 0
+        return mean
+
+    @staticmethod
+    def _with_grads(group: dict[str, Any]) -> list[Tensor]:
+        params = [p for p in group["params"] if p.grad is not None]
+        for p in params:
+            if p.grad.is_sparse:
+                raise RuntimeError("sparse gradients are not supported")
+        return params
+
+
+def dual_averaging_state(state: dict[str, Any], p: Tensor, sums: tuple[str, ...]) -> dict[str, Any]:
+    """Lazily create the dual-averaging state: step k, α, the centre W⁰ and zeroed running sums."""
+    if not state:
+        state["step"] = 0
+        state["alpha"] = 0.0
+        state["w0"] = p.detach().clone(memory_format=torch.preserve_format)
+        for name in sums:
+            state[name] = torch.zeros_like(p, memory_format=torch.preserve_format)
+    return state
+
+
+def add_scaled(acc: list[Tensor], values: list[Tensor], scales: list[float]) -> None:
+    """acc_i ← acc_i + scales_i·values_i (one foreach call when the scales agree, as they do in a group)."""
+    if all(s == scales[0] for s in scales):
+        torch._foreach_add_(acc, values, alpha=scales[0])
+    else:
+        for a, x, s in zip(acc, values, scales):
+            a.add_(x, alpha=s)
+
+
+def mix(params: list[Tensor], targets: list[Tensor], c: float) -> None:
+    """W ← (1 − c)·W + c·W̃ (exactly W̃ when c = 1, so zero groups stay exactly zero)."""
+    if c == 1.0:
+        torch._foreach_copy_(params, targets)
+    else:
+        torch._foreach_lerp_(params, targets, c)

@@ -1,0 +1,90 @@
+"""ProxGen (NeurIPS'21) with AdamW as the base method, solved by the inexact solver (SPEC §2, §3)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ramda.optim.base import RegularizedOptimizer
+from ramda.solver import solve
+
+
+class ProxGen(RegularizedOptimizer):
+    r"""Adam moments m, v; b1 = 1 − β₁ᵏ, b2 = 1 − β₂ᵏ; D = √(v/b2) + ε;
+
+        W ← argmin_Z ⟨(η/b1)·m, Z⟩ + ½⟨Z − W, D⊙(Z − W)⟩ + η λ ψ(Z)
+
+    (plain Adam where λ = 0). ``weight_decay`` is AdamW's decoupled decay, applied first (0 by default).
+    ``stop``/``max_iters``/``rtol``/``tol`` as for :class:`ramda.optim.RAMDA`.
+    """
+
+    uses_solver = True
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        *,
+        lam: float = 0.0,
+        regularizer: str | None = "group_lasso",
+        stop: str | None = None,
+        max_iters: int = 100,
+        rtol: float = 1e-8,
+        tol: float = 1e-6,
+    ) -> None:
+        betas = tuple(betas)
+        if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+            raise ValueError(f"betas must be two values in [0, 1), got {betas}")
+        if weight_decay < 0.0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+        defaults = dict(
+            lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, lam=lam, regularizer=regularizer,
+            stop=stop, max_iters=max_iters, rtol=rtol, tol=tol,
+        )  # fmt: skip
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Tensor | None:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = self._with_grads(group)
+            if not params:
+                continue
+            lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
+            if group["weight_decay"]:
+                torch._foreach_mul_(params, 1.0 - lr * group["weight_decay"])
+            reg = self.regularizer_of(group)
+            for p in params:
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["step"] += 1
+                k = state["step"]
+                m, v = state["exp_avg"], state["exp_avg_sq"]
+                m.mul_(beta1).add_(p.grad, alpha=1.0 - beta1)
+                v.mul_(beta2).addcmul_(p.grad, p.grad, value=1.0 - beta2)
+                denom = (v.sqrt() / math.sqrt(1.0 - beta2**k)).add_(eps)
+                step_size = lr / (1.0 - beta1**k)
+                if reg is None:
+                    p.addcdiv_(m, denom, value=-step_size)
+                    continue
+                w = p.detach().clone()
+                z, iters = solve(
+                    reg, w, w, m.mul(step_size), denom, lr * group["lam"], stop=self.stop_of(group, reg),
+                    max_iters=group["max_iters"], rtol=group["rtol"], tol=group["tol"],
+                )  # fmt: skip
+                self._record_iters(iters, p.device)
+                p.copy_(z)
+        return loss

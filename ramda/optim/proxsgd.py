@@ -1,0 +1,55 @@
+"""ProxSGD (ICLR'20) with a unit-stepsize prox so that structure appears (SPEC §2)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ramda.optim.base import RegularizedOptimizer
+
+
+class ProxSGD(RegularizedOptimizer):
+    r"""m ← (1 − c)·m + c·g (m = c·g at the first step),   W ← prox_{η λ ψ}(W − η m).
+
+    Args: ``lr`` η, ``momentum`` c ∈ (0, 1] (0.1 by default), ``lam`` default λ.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 0.1,
+        momentum: float = 0.1,
+        *,
+        lam: float = 0.0,
+        regularizer: str | None = "group_lasso",
+    ) -> None:
+        super().__init__(params, dict(lr=lr, momentum=momentum, lam=lam, regularizer=regularizer))
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Tensor | None:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = self._with_grads(group)
+            if not params:
+                continue
+            c, lr = group["momentum"], group["lr"]
+            bufs = []
+            for p in params:
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = p.grad.mul(c)
+                else:
+                    state["momentum_buffer"].mul_(1.0 - c).add_(p.grad, alpha=c)
+                bufs.append(state["momentum_buffer"])
+            torch._foreach_add_(params, bufs, alpha=-lr)
+            reg = self.regularizer_of(group)
+            if reg is not None:
+                for p in params:
+                    p.copy_(reg.prox(p, lr * group["lam"]))
+        return loss

@@ -1,0 +1,70 @@
+"""RMDA: regularised modernised dual averaging (ICLR'22), the non-adaptive predecessor of RAMDA (SPEC §2)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ramda.optim.base import RegularizedOptimizer, add_scaled, dual_averaging_state, mix
+
+
+class RMDA(RegularizedOptimizer):
+    r"""Per tensor, with k the step, β = √k, s = η β, α ← α + s, V ← V + s·g:
+
+        W̃ = prox_{(α/β) λ ψ}(W⁰ − V/β),     W ← (1 − c)·W + c·W̃.
+
+    The prox is exact: no solver. Args: ``lr`` η, ``momentum`` c ∈ (0, 1], ``lam`` default λ.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1.0,
+        momentum: float = 0.1,
+        *,
+        lam: float = 0.0,
+        regularizer: str | None = "group_lasso",
+    ) -> None:
+        super().__init__(params, dict(lr=lr, momentum=momentum, lam=lam, regularizer=regularizer))
+
+    def restart(self, eps_scale: float = 1.0) -> None:
+        """Dual-averaging restart (SPEC §4): W⁰ ← W; V, α, k ← 0 (``eps_scale`` is accepted for symmetry)."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                state = self.state.get(p)
+                if state:
+                    state["step"] = 0
+                    state["alpha"] = 0.0
+                    state["w0"].copy_(p.detach())
+                    state["v"].zero_()
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Tensor | None:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = self._with_grads(group)
+            if not params:
+                continue
+            states = [dual_averaging_state(self.state[p], p, ("v",)) for p in params]
+            scales, betas = [], []
+            for st in states:
+                st["step"] += 1
+                beta = math.sqrt(st["step"])
+                st["alpha"] += group["lr"] * beta
+                scales.append(group["lr"] * beta)
+                betas.append(beta)
+            add_scaled([st["v"] for st in states], [p.grad for p in params], scales)
+            reg = self.regularizer_of(group)
+            targets = []
+            for st, beta in zip(states, betas):
+                y = st["w0"].sub(st["v"], alpha=1.0 / beta)
+                targets.append(y if reg is None else reg.prox(y, st["alpha"] / beta * group["lam"]))
+            mix(params, targets, group["momentum"])
+        return loss

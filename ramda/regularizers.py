@@ -1,0 +1,281 @@
+"""Regularisers ψ with their prox, subgradients and the per-group pieces the subproblem solver needs.
+
+Every regulariser acts on one parameter tensor. Group-structured ones use the paper's layout (SPEC §1): a group
+is one *input* slice ``W[:, j, ...]`` (axis 1), so a Conv weight ``[out, in, *k]`` has ``in`` groups of
+``out·prod(k)`` entries and a Linear/LSTM weight ``[out, in]`` has ``in`` column groups of ``out`` entries.
+
+Shapes: per-group quantities are kept with ``keepdim=True`` (shape ``[1, in, 1, ...]``) so they broadcast
+against the tensor. L1 and binary are separable per entry: their "groups" are the entries themselves.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+
+def group_dims(w: Tensor) -> tuple[int, ...]:
+    """The dimensions reduced to form one input-wise group: all but axis 1."""
+    return (0, *range(2, w.dim()))
+
+
+class Regularizer(abc.ABC):
+    """ψ for one tensor. ``t`` below is the scale in front of ψ (α·λ for RAMDA, η·λ for ProxGen)."""
+
+    name: ClassVar[str]
+    #: The diagonal-P subproblem min ⟨V,Z⟩ + ½⟨Z−W⁰, P⊙(Z−W⁰)⟩ + t·ψ(Z) has an exact solver.
+    has_exact: ClassVar[bool] = True
+
+    def check(self, w: Tensor, where: str = "param") -> None:
+        """Raise ``ValueError`` when ψ cannot act on a tensor of this shape."""
+
+    @abc.abstractmethod
+    def value(self, w: Tensor) -> Tensor:
+        """ψ(w), a 0-dim tensor."""
+
+    @abc.abstractmethod
+    def prox(self, y: Tensor, tau: Tensor | float) -> Tensor:
+        """prox_{τψ}(y) = argmin_z ½‖z − y‖² + τψ(z); ``tau`` may be per group (broadcastable)."""
+
+    @abc.abstractmethod
+    def group_max(self, p: Tensor) -> Tensor:
+        """max of the diagonal P over each group (the proximal-gradient step is its inverse)."""
+
+    @abc.abstractmethod
+    def group_penalty(self, z: Tensor) -> Tensor:
+        """ψ split per group (broadcastable shape, summing to ψ(z))."""
+
+    def zero_groups(self, b: Tensor, t: float) -> Tensor | None:
+        """Mask of the groups that are exactly zero at the subproblem's solution, given b = P⊙W⁰ − V."""
+        return None
+
+    @abc.abstractmethod
+    def subgrad_norm_sq(self, z: Tensor, r: Tensor, t: float) -> Tensor:
+        """‖min-norm element of r + t·∂ψ(z)‖², summed over the tensor (r = gradient of the smooth part)."""
+
+    def solve_exact(self, w0: Tensor, v: Tensor, p: Tensor, t: float, **kw: float) -> tuple[Tensor, int]:
+        """The exact subproblem solution and the number of inner iterations it took."""
+        raise ValueError(f"regularizer '{self.name}' has no exact diagonal solver; use stop='objective'")
+
+    def structure(self, w: Tensor) -> tuple[int, int, int]:
+        """(number of groups, number of non-structured groups, entries per group) for the sparsity metrics."""
+        if w.dim() < 2:
+            return w.numel(), int(torch.count_nonzero(w)), 1
+        nonzero = int(torch.count_nonzero(torch.amax(w.abs(), dim=group_dims(w))))
+        return w.shape[1], nonzero, w.numel() // w.shape[1]
+
+
+class GroupLasso(Regularizer):
+    """ψ(W) = Σ_g w_g ‖W_g‖₂ with w_g = √|g| over input-wise groups; prox_τψ(Y)_g = max(0, 1 − τw_g/‖Y_g‖)Y_g."""
+
+    name = "group_lasso"
+
+    def check(self, w: Tensor, where: str = "param") -> None:
+        if w.dim() < 2:
+            raise ValueError(
+                f"regularizer 'group_lasso' needs a weight with >= 2 dims (input-wise groups), but {where} has "
+                f"shape {tuple(w.shape)}; build the groups with ramda.structure.param_groups(model, lam)"
+            )
+
+    @staticmethod
+    def weight(w: Tensor) -> float:
+        return math.sqrt(w.numel() // w.shape[1])
+
+    def norms(self, w: Tensor) -> Tensor:
+        return torch.linalg.vector_norm(w, dim=group_dims(w), keepdim=True)
+
+    def value(self, w: Tensor) -> Tensor:
+        return self.norms(w).sum() * self.weight(w)
+
+    def prox(self, y: Tensor, tau: Tensor | float) -> Tensor:
+        thr = tau * self.weight(y)
+        if isinstance(thr, float) and thr == 0.0:
+            return y.clone()
+        shrunk = torch.relu(self.norms(y) - thr)
+        return y * (shrunk / (shrunk + thr))
+
+    def group_max(self, p: Tensor) -> Tensor:
+        return torch.amax(p, dim=group_dims(p), keepdim=True)
+
+    def group_penalty(self, z: Tensor) -> Tensor:
+        return self.norms(z) * self.weight(z)
+
+    def zero_groups(self, b: Tensor, t: float) -> Tensor:
+        return self.norms(b) <= t * self.weight(b)
+
+    def subgrad_norm_sq(self, z: Tensor, r: Tensor, t: float) -> Tensor:
+        c = t * self.weight(z)
+        zn = self.norms(z)
+        nonzero = zn > 0
+        g = r + c * z / torch.where(nonzero, zn, 1.0)
+        at_zero = torch.relu(self.norms(r) - c) ** 2
+        per_group = torch.where(nonzero, torch.sum(g * g, dim=group_dims(z), keepdim=True), at_zero)
+        return per_group.sum()
+
+    def solve_exact(
+        self,
+        w0: Tensor,
+        v: Tensor,
+        p: Tensor,
+        t: float,
+        newton_tol: float = 1e-6,
+        max_newton: int = 30,
+        check_every: int = 1,
+    ) -> tuple[Tensor, int]:
+        """Z_g = b_g ρ/(P_g ρ + c) with c = t w_g, b = P⊙W⁰ − V, and ρ = ‖Z_g‖ the root of F(ρ) = 1,
+        F(ρ) = ‖b_g/(P_g ρ + c)‖. Newton runs on g(ρ) = 1/F(ρ) − 1, which is exactly linear when P_g is constant
+        (one step) and nearly so otherwise, from ρ₀ = (‖b_g‖ − c)/max P_g, a point left of the root.
+        Groups with ‖b_g‖ ≤ c are exactly zero."""
+        b = torch.addcmul(-v, p, w0)
+        if t == 0.0:
+            return b / p, 0
+        dims = group_dims(b)
+        c = t * self.weight(b)
+        bn = self.norms(b)
+        nonzero = bn > c
+        rho = torch.relu(bn - c) / self.group_max(p)
+        b2 = b * b
+        iters = 0
+        while iters < max_newton:
+            iters += 1
+            d = torch.addcmul(torch.full_like(p, c), p, rho)
+            q2 = b2 / (d * d)
+            f = torch.sqrt(torch.sum(q2, dim=dims, keepdim=True))
+            s3 = torch.sum(q2 * p / d, dim=dims, keepdim=True)
+            step = torch.where(nonzero, f * f * (f - 1.0) / torch.where(nonzero, s3, 1.0), 0.0)
+            rho = torch.relu(rho + step)
+            if iters % check_every == 0 and not bool(torch.any(torch.abs(step) > newton_tol * rho)):
+                break
+        z = b * rho / torch.addcmul(torch.full_like(p, c), p, rho)
+        return torch.where(nonzero, z, 0.0), iters
+
+
+class L1(Regularizer):
+    """ψ(W) = ‖W‖₁; prox = soft threshold sign(y)·max(|y| − τ, 0). Groups are single entries."""
+
+    name = "l1"
+
+    def value(self, w: Tensor) -> Tensor:
+        return w.abs().sum()
+
+    def prox(self, y: Tensor, tau: Tensor | float) -> Tensor:
+        return torch.sign(y) * torch.relu(y.abs() - tau)
+
+    def group_max(self, p: Tensor) -> Tensor:
+        return p
+
+    def group_penalty(self, z: Tensor) -> Tensor:
+        return z.abs()
+
+    def zero_groups(self, b: Tensor, t: float) -> Tensor:
+        return b.abs() <= t
+
+    def subgrad_norm_sq(self, z: Tensor, r: Tensor, t: float) -> Tensor:
+        g = torch.where(z != 0, r + t * torch.sign(z), torch.relu(r.abs() - t))
+        return torch.sum(g * g)
+
+    def solve_exact(self, w0: Tensor, v: Tensor, p: Tensor, t: float, **kw: float) -> tuple[Tensor, int]:
+        """Per entry: Z = soft(W⁰ − V/P, t/P)."""
+        return self.prox(w0 - v / p, t / p), 1
+
+    def structure(self, w: Tensor) -> tuple[int, int, int]:
+        return w.numel(), int(torch.count_nonzero(w)), 1
+
+
+class Binary(Regularizer):
+    """ψ(W) = Σ ||W| − 1| (distance to {−1, +1}; equals Σ|W − sign W| away from 0).
+    prox_τψ(y) = s·(1 + soft(|y| − 1, τ)) with s = sign(y) (+1 at 0): entries move toward ±1 and stick there."""
+
+    name = "binary"
+
+    def value(self, w: Tensor) -> Tensor:
+        return (w.abs() - 1.0).abs().sum()
+
+    def prox(self, y: Tensor, tau: Tensor | float) -> Tensor:
+        s = torch.where(y >= 0, 1.0, -1.0).to(y.dtype)
+        dist = y.abs() - 1.0
+        return s * (1.0 + torch.sign(dist) * torch.relu(dist.abs() - tau))
+
+    def group_max(self, p: Tensor) -> Tensor:
+        return p
+
+    def group_penalty(self, z: Tensor) -> Tensor:
+        return (z.abs() - 1.0).abs()
+
+    def subgrad_norm_sq(self, z: Tensor, r: Tensor, t: float) -> Tensor:
+        s = torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
+        dist = z.abs() - 1.0
+        g = torch.where(dist != 0, r + t * s * torch.sign(dist), torch.relu(r.abs() - t))
+        return torch.sum(g * g)
+
+    def solve_exact(self, w0: Tensor, v: Tensor, p: Tensor, t: float, **kw: float) -> tuple[Tensor, int]:
+        """Per entry: Z = prox_{(t/P)ψ}(W⁰ − V/P)."""
+        return self.prox(w0 - v / p, t / p), 1
+
+    def structure(self, w: Tensor) -> tuple[int, int, int]:
+        return w.numel(), int(torch.count_nonzero(w.abs() != 1.0)), 1
+
+
+class Nuclear(Regularizer):
+    """ψ(W) = Σ σ_i(W) of W viewed as [out, in·prod(k)]; prox soft-thresholds the singular values.
+    One group (the whole matrix); no exact diagonal solver."""
+
+    name = "nuclear"
+    has_exact = False
+
+    def check(self, w: Tensor, where: str = "param") -> None:
+        if w.dim() < 2:
+            raise ValueError(
+                f"regularizer 'nuclear' needs a weight with >= 2 dims, but {where} has shape {tuple(w.shape)}"
+            )
+
+    @staticmethod
+    def _mat(w: Tensor) -> Tensor:
+        return w.reshape(w.shape[0], -1)
+
+    def value(self, w: Tensor) -> Tensor:
+        return torch.linalg.svdvals(self._mat(w)).sum()
+
+    def prox(self, y: Tensor, tau: Tensor | float) -> Tensor:
+        u, s, vh = torch.linalg.svd(self._mat(y), full_matrices=False)
+        return ((u * torch.relu(s - tau)) @ vh).reshape(y.shape)
+
+    def group_max(self, p: Tensor) -> Tensor:
+        return p.amax()
+
+    def group_penalty(self, z: Tensor) -> Tensor:
+        return self.value(z)
+
+    def subgrad_norm_sq(self, z: Tensor, r: Tensor, t: float) -> Tensor:
+        """With Z = U_r Σ V_rᵀ (rank r) and G = R + t U_r V_rᵀ, the min-norm subgradient keeps G's part in
+        the tangent space and shrinks the singular values of (I − U Uᵀ) G (I − V Vᵀ) by t."""
+        u, s, vh = torch.linalg.svd(self._mat(z), full_matrices=False)
+        rank = int(torch.count_nonzero(s > s.max() * 1e-6)) if s.numel() and float(s.max()) > 0 else 0
+        u, vh = u[:, :rank], vh[:rank]
+        g = self._mat(r) + t * (u @ vh)
+        g_perp = g - u @ (u.T @ g) - (g @ vh.T) @ vh + u @ (u.T @ g @ vh.T) @ vh
+        tangent_sq = torch.sum((g - g_perp) ** 2)
+        shrunk = torch.relu(torch.linalg.svdvals(g_perp) - t)
+        return tangent_sq + torch.sum(shrunk**2)
+
+    def structure(self, w: Tensor) -> tuple[int, int, int]:
+        s = torch.linalg.svdvals(self._mat(w).float())
+        return s.numel(), int(torch.count_nonzero(s > 0)), 1
+
+
+REGULARIZERS: dict[str, Regularizer] = {r.name: r for r in (GroupLasso(), L1(), Nuclear(), Binary())}
+
+
+def get_regularizer(name: str | None, where: str = "regularizer") -> Regularizer | None:
+    """Look a regulariser up by name (``None``/``"none"`` mean no regulariser)."""
+    if name is None or name == "none":
+        return None
+    if name not in REGULARIZERS:
+        raise ValueError(
+            f"{where}: unknown regularizer '{name}'; valid: {', '.join([*REGULARIZERS, 'none'])}"
+        )
+    return REGULARIZERS[name]
