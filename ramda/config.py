@@ -58,6 +58,7 @@ class ProxGenConfig(OptimizerConfig):
     lr: float = 1e-3
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
+    weight_decay: float = 0.0
     stop: str | None = None
     max_iters: int = 100
     rtol: float = 1e-8
@@ -108,14 +109,26 @@ class RegularizerConfig:
     lam: float = 0.0
 
 
+REGULARIZERS: tuple[str, ...] = ("group_lasso", "l1", "nuclear", "binary", "none")
+
+
 @dataclass
 class TrainerConfig:
+    """The training loop. ``milestones`` are epochs where lr ← ``gamma``·lr (and RMDA/RAMDA restart);
+    the momentum schedule c ← min(c₀√j, 1) starts at ``momentum_start_epoch`` (None: the last milestone, or
+    epoch 0 without milestones). ``checkpoint_every_steps`` > 0 also saves mid-epoch (always at epoch ends).
+    ``device``: auto|cpu|cuda|cuda:N; ``threads`` > 0 sets torch's CPU threads (0: torch's default);
+    ``precision``: fp32|bf16|fp16; ``progress``: auto|bar|lines|none.
+    """
+
     epochs: int = 10
     milestones: list[int] = field(default_factory=list)
     gamma: float = 0.1
     momentum_schedule: bool = True
+    momentum_start_epoch: int | None = None
     precision: str = "fp32"
     device: str = "auto"
+    threads: int = 0
     compile: bool = False
     channels_last: bool = False
     checkpoint_every_steps: int = 0
@@ -125,6 +138,9 @@ class TrainerConfig:
 
 @dataclass
 class LoggerConfig:
+    """``local`` writes only the run directory; ``wandb`` also logs to Weights & Biases (``mode`` auto:
+    online when an API key is configured, else offline; or online|offline|disabled)."""
+
     name: str = "local"
     project: str = "ramda"
     entity: str | None = None
@@ -134,22 +150,66 @@ class LoggerConfig:
 
 @dataclass
 class RunConfig:
-    """The root config. ``table`` groups runs for ``make tables``; ``resume`` is auto|never|<checkpoint>."""
+    """The root config. ``table`` groups runs for ``make tables``; ``resume`` is auto|never|<checkpoint>.
+
+    Defaults: the groups, then the root's own values (``_self_``), then the (task, optimizer) preset with the
+    paper's settings when one exists, then an optional experiment (a whole table: task, grid, ``table``).
+    Command-line overrides win over all of them.
+    """
 
     defaults: list[Any] = field(
         default_factory=lambda: [
-            "_self_",
             {"task": "digits"},
             {"optimizer": "ramda"},
             {"regularizer": "group_lasso"},
             {"logger": "local"},
+            {"trainer": "default"},
+            "runtime",
+            "_self_",
+            {"optional preset": "${task}/${optimizer}"},
+            {"experiment": None},
         ]
     )
     task: Any = MISSING
     optimizer: OptimizerConfig = MISSING
-    regularizer: RegularizerConfig = field(default_factory=RegularizerConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    regularizer: RegularizerConfig = MISSING
+    trainer: TrainerConfig = MISSING
+    logger: LoggerConfig = MISSING
     seed: int = 1
     resume: str = "auto"
     table: str = "adhoc"
+
+
+UNAVAILABLE_TASKS: dict[str, str] = {}
+"""Tasks of ``ramda.tasks.TASKS`` whose module could not be imported here, with the reason."""
+
+
+def register_configs() -> list[str]:
+    """Store the schema in Hydra's ConfigStore: the root ``train``, every optimizer, regularizer, logger,
+    the ``trainer`` default and every task whose module imports on this install (the others are recorded in
+    ``UNAVAILABLE_TASKS``). Returns the registered task names."""
+    import importlib
+
+    from hydra.core.config_store import ConfigStore
+
+    from ramda.tasks import TASKS
+
+    cs = ConfigStore.instance()
+    cs.store(name="train", node=RunConfig)
+    for name, opt in OPTIMIZERS.items():
+        cs.store(group="optimizer", name=name, node=opt)
+    for name in REGULARIZERS:
+        cs.store(group="regularizer", name=name, node=RegularizerConfig(name=name))
+    cs.store(group="logger", name="local", node=LoggerConfig(name="local"))
+    cs.store(group="logger", name="wandb", node=LoggerConfig(name="wandb"))
+    cs.store(group="trainer", name="default", node=TrainerConfig)
+    tasks = []
+    for name, module in TASKS.items():
+        try:
+            task_cfg = importlib.import_module(module).Config
+        except ModuleNotFoundError as err:  # the task module or one of its optional dependencies is absent
+            UNAVAILABLE_TASKS[name] = str(err)
+            continue
+        cs.store(group="task", name=name, node=task_cfg)
+        tasks.append(name)
+    return tasks

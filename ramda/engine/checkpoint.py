@@ -1,0 +1,96 @@
+"""Atomic checkpoints and the random-number state that makes a resumed run identical to an uninterrupted one."""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ramda.engine.errors import ConfigError
+
+FORMAT = "ramda-checkpoint-1"
+REQUIRED = ("format", "model", "optimizer", "lr_schedule", "epoch", "step_in_epoch", "global_step", "history")
+
+
+def atomic_write(path: Path, write: Any) -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, fsync it, then rename it over ``path``.
+
+    A crash at any point leaves either the old file or the new one, never a partial file.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def save(state: dict[str, Any], path: Path) -> None:
+    """Write a checkpoint atomically (``torch.save`` of plain containers and tensors only)."""
+    atomic_write(path, lambda f: torch.save({"format": FORMAT, **state}, f))
+
+
+def load(path: Path) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save`; anything else is a :class:`ConfigError` naming the path.
+
+    Loads with ``weights_only=True``: a checkpoint can hold only tensors and plain containers.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for truncated or foreign files
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(
+            str(path), f"not a readable checkpoint ({reason[:160]})", _fix_hint(path)
+        ) from err
+    missing = [k for k in REQUIRED if not isinstance(state, dict) or k not in state]
+    if missing or state.get("format") != FORMAT:
+        raise ConfigError(str(path), f"not a {FORMAT} file (missing {', '.join(missing) or 'format'})", _fix_hint(path))
+    return state
+
+
+def _fix_hint(path: Path) -> str:
+    return f"it is left untouched: move it away to start over, or pick another hydra.run.dir (not {path.parent})"
+
+
+def rng_state() -> dict[str, Any]:
+    """The state of every random generator a run touches, as tensors and plain containers."""
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": list(random.getstate()[1]) + [random.getstate()[2]],
+        "python_version": random.getstate()[0],
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` captured."""
+    python = state["python"]
+    random.setstate((state["python_version"], tuple(python[:-1]), python[-1]))
+    np_state = state["numpy"]
+    np.random.set_state(
+        ("MT19937", np_state["keys"].numpy().astype(np.uint32), np_state["pos"], np_state["has_gauss"],
+         np_state["cached_gaussian"])
+    )
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,362 @@
+"""The training loop: epochs of optimizer steps, evaluation, sparsity, checkpoints, logs and resume.
+
+A run directory holds ``config.yaml``, ``metrics.jsonl``, ``summary.json`` and ``checkpoint.pt``. The checkpoint
+holds everything the loop depends on (model, optimizer, schedules, grad scaler, every RNG, the position in the
+epoch and the figures so far) and the data order depends only on (seed, epoch), so a run resumed from any
+checkpoint — at an epoch end or mid-epoch — produces exactly the numbers of an uninterrupted run (on CPU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from ramda.engine import checkpoint as ckpt
+from ramda.engine.build import build_optimizer, build_schedules
+from ramda.engine.env import make_env, seed_everything
+from ramda.engine.errors import ConfigError, NonFiniteLossError, Preempted
+from ramda.engine.logging import Console, RunFiles, WandbLogger
+from ramda.engine.signals import StopRequest
+from ramda.structure import sparsity_report
+from ramda.tasks import task_module
+
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+# Settings that may change when a run is resumed: they do not change the numbers it produces.
+RESUMABLE_CHANGES = (
+    "resume",
+    "logger",
+    "trainer.epochs",
+    "trainer.progress",
+    "trainer.log_every_steps",
+    "trainer.checkpoint_every_steps",
+    "task.num_workers",
+)
+
+
+@dataclass
+class EpochTally:
+    """Running sums of the current epoch (saved in mid-epoch checkpoints)."""
+
+    loss_sum: float = 0.0
+    batches: int = 0
+    train_time: float = 0.0
+    solver_sum: float = 0.0
+    solver_steps: int = 0
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for k, v in node.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+def _config_mismatch(saved: dict[str, Any], current: dict[str, Any]) -> str | None:
+    """The first setting (other than :data:`RESUMABLE_CHANGES`) that differs, as ``key: saved != current``."""
+    a, b = _flatten(saved), _flatten(current)
+    for key in sorted(set(a) | set(b)):
+        if any(key == k or key.startswith(k + ".") for k in RESUMABLE_CHANGES):
+            continue
+        if a.get(key, "<absent>") != b.get(key, "<absent>"):
+            return f"{key}: {a.get(key, '<absent>')} != {b.get(key, '<absent>')}"
+    return None
+
+
+def _momentum(optimizer: torch.optim.Optimizer) -> float | None:
+    group = optimizer.param_groups[0]
+    if "momentum" in group:
+        return float(group["momentum"])
+    if "betas" in group:
+        return float(group["betas"][0])
+    return None
+
+
+class Trainer:
+    """One run of one config in one run directory. :meth:`run` returns the summary it wrote."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.files = RunFiles(run_dir)
+        self.config_dict: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+
+    # ----------------------------------------------------------------------------------------- resume
+    def _resume_state(self) -> dict[str, Any] | None:
+        """The checkpoint to continue from, or None for a fresh start (raises ConfigError on a conflict)."""
+        mode = self.cfg.resume
+        existing = self.files.checkpoint.is_file()
+        if mode == "never" and existing:
+            raise ConfigError(
+                "hydra.run.dir",
+                f"{self.run_dir} already holds a checkpoint and resume=never",
+                "valid: resume=auto to continue it, or another hydra.run.dir",
+            )
+        if mode not in ("auto", "never") and existing:
+            raise ConfigError(
+                "resume",
+                f"{self.run_dir} already holds a checkpoint, so resume={mode} would overwrite it",
+                "valid: another hydra.run.dir, or resume=auto to continue the run there",
+            )
+        if mode == "never" or (mode == "auto" and not existing):
+            return None
+        path = self.files.checkpoint if mode == "auto" else Path(mode)
+        state = ckpt.load(path)
+        mismatch = _config_mismatch(state.get("config", {}), self.config_dict)
+        if mismatch:
+            raise ConfigError(
+                str(path),
+                f"holds a run with different settings ({mismatch})",
+                "valid: resume with the same settings, or another hydra.run.dir",
+            )
+        return state
+
+    # ------------------------------------------------------------------------------------------- run
+    def run(self) -> dict[str, Any]:
+        cfg = self.cfg
+        state = self._resume_state()
+        env = make_env(cfg.trainer.device, cfg.seed, cfg.trainer.threads)
+        self.env = env
+        seed_everything(cfg.seed)
+        module = task_module(cfg.task.name)
+        task_cfg = OmegaConf.to_object(cfg.task)
+        try:
+            self.task = module.TASK(task_cfg, env)
+            model = self.task.build_model()
+        except (ValueError, FileNotFoundError) as err:
+            raise ConfigError(f"task={cfg.task.name}", str(err), "see the task's config keys: task.*") from err
+        self.model = model
+        if cfg.trainer.channels_last and env.device.type == "cuda":
+            model.to(memory_format=torch.channels_last)
+        self.optimizer = build_optimizer(cfg, model)
+        self.lr_schedule, self.momentum_schedule = build_schedules(cfg, self.optimizer)
+        self.scaler = torch.amp.GradScaler(env.device.type, enabled=cfg.trainer.precision == "fp16")
+        self.step_model = torch.compile(model) if cfg.trainer.compile else model
+
+        self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
+        self.history: list[dict[str, Any]] = []
+        self.tally = EpochTally()
+        wandb_id = None
+        if state is not None:
+            model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.lr_schedule.load_state_dict(state["lr_schedule"])
+            if self.momentum_schedule is not None and state.get("momentum_schedule"):
+                self.momentum_schedule.load_state_dict(state["momentum_schedule"])
+            self.scaler.load_state_dict(state["scaler"])
+            ckpt.set_rng_state(state["rng"])
+            self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
+            self.global_step, self.history = state["global_step"], list(state["history"])
+            self.tally = EpochTally(**state["partial"])
+            wandb_id = state.get("wandb_id")
+            self.files.rewrite_metrics(self.history)
+
+        self.files.write_config(OmegaConf.to_yaml(self.config_dict))
+        self.console = Console(cfg.trainer.progress, env.is_main, cfg.trainer.epochs)
+        self.wandb = None
+        if cfg.logger.name == "wandb" and env.is_main:
+            name = f"{cfg.task.name}-{cfg.optimizer.name}-seed{cfg.seed}"
+            self.wandb = WandbLogger(cfg.logger, self.run_dir, self.config_dict, name, wandb_id)
+        if state is not None:
+            self.console.print(
+                f"resuming {self.run_dir} at epoch {self.epoch + 1} step {self.step_in_epoch} "
+                f"(global step {self.global_step})"
+            )
+        else:
+            self.console.print(f"run directory: {self.run_dir}")
+        self.files.write_summary(self.summary("running"))
+        try:
+            with StopRequest() as stop:
+                self._train(stop)
+        except NonFiniteLossError as err:
+            summary = self.summary("failed", error=str(err))
+            self.files.write_summary(summary)
+            self._finish(summary, exit_code=1)
+            raise
+        except Preempted:
+            self._finish(self.summary("running"), exit_code=1)
+            raise
+        finally:
+            self.console.close()
+        summary = self.summary("completed")
+        self.files.write_summary(summary)
+        self._finish(summary)
+        return summary
+
+    def _finish(self, summary: dict[str, Any], exit_code: int = 0) -> None:
+        if self.wandb is not None:
+            self.wandb.finish(summary, exit_code)
+            self.wandb = None
+
+    # ---------------------------------------------------------------------------------------- loop
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        dtype = AUTOCAST_DTYPES.get(self.cfg.trainer.precision)
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.env.device.type, dtype=dtype)
+
+    def _train(self, stop: StopRequest) -> None:
+        cfg = self.cfg
+        every = cfg.trainer.checkpoint_every_steps
+        log_every = cfg.trainer.log_every_steps
+        n_batches = self.task.num_train_batches()
+        self.console.start(self.epoch)
+        while self.epoch < cfg.trainer.epochs:
+            epoch = self.epoch
+            self.task.on_epoch_start(epoch)
+            self.step_model.train()
+            self.console.start_epoch(epoch, n_batches, self.step_in_epoch)
+            batches = itertools.islice(self.task.train_batches(epoch), self.step_in_epoch, None)
+            tick = time.perf_counter()
+            for batch in batches:
+                loss = self._step(batch)
+                self.tally.train_time += time.perf_counter() - tick
+                self.console.step(loss)
+                if log_every and self.global_step % log_every == 0 and not self.console.bars:
+                    self.console.print(
+                        f"epoch {epoch + 1} step {self.step_in_epoch}/{n_batches} | loss {loss:.4f}"
+                    )
+                if stop.signum is not None:
+                    self._save()
+                    raise Preempted(stop.signum, str(self.files.checkpoint))
+                if every and self.global_step % every == 0 and self.step_in_epoch < n_batches:
+                    self._save()
+                tick = time.perf_counter()
+            self._end_epoch(epoch)
+            if stop.signum is not None:
+                raise Preempted(stop.signum, str(self.files.checkpoint))
+
+    def _step(self, batch: Any) -> float:
+        """One optimizer step; returns the batch loss (raises on a non-finite loss before stepping)."""
+        opt = self.optimizer
+        with self._autocast():
+            loss = self.task.loss(self.step_model, batch)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            checkpoint = str(self.files.checkpoint) if self.files.checkpoint.is_file() else ""
+            raise NonFiniteLossError(
+                self.epoch + 1, self.step_in_epoch + 1, self.global_step + 1, value, checkpoint
+            )
+        opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.task.cfg.grad_clip > 0:
+            self.scaler.unscale_(opt)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.task.cfg.grad_clip)
+        self.scaler.step(opt)
+        self.scaler.update()
+        if self.momentum_schedule is not None:
+            self.momentum_schedule.step(self.epoch)
+        solver = getattr(opt, "solver_iterations", None)
+        if solver is not None:
+            iters = solver()
+            if math.isfinite(iters):
+                self.tally.solver_sum += iters
+                self.tally.solver_steps += 1
+        self.tally.loss_sum += value
+        self.tally.batches += 1
+        self.step_in_epoch += 1
+        self.global_step += 1
+        return value
+
+    def _end_epoch(self, epoch: int) -> None:
+        self.step_model.eval()
+        with torch.no_grad(), self._autocast():
+            metrics = self.task.evaluate(self.step_model)
+        self.step_model.train()
+        if self.task.metric not in metrics:
+            raise RuntimeError(f"task {self.cfg.task.name}: evaluate() did not return '{self.task.metric}'")
+        tally = self.tally
+        record: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "step": self.global_step,
+            "train_loss": tally.loss_sum / max(tally.batches, 1),
+            **{k: float(v) for k, v in metrics.items()},
+            **sparsity_report(self.model),
+            "lr": float(self.optimizer.param_groups[0]["lr"]),
+            "momentum": _momentum(self.optimizer),
+            "solver_iters": tally.solver_sum / tally.solver_steps if tally.solver_steps else None,
+            "time_per_epoch": tally.train_time,
+        }
+        self.lr_schedule.step()
+        self.history.append(record)
+        self.epoch, self.step_in_epoch, self.tally = epoch + 1, 0, EpochTally()
+        self._save()
+        self.files.append_metrics(record)
+        self.files.write_summary(self.summary("running"))
+        if self.wandb is not None:
+            self.wandb.log(record)
+        self.console.end_epoch()
+        self.console.print(self._epoch_line(record))
+
+    def _epoch_line(self, r: dict[str, Any]) -> str:
+        metric = self.task.metric
+        solver = f" | solver it {r['solver_iters']:.1f}" if r["solver_iters"] is not None else ""
+        return (
+            f"epoch {r['epoch']}/{self.cfg.trainer.epochs} | loss {r['train_loss']:.4f} | {metric} "
+            f"{r[metric]:.2f} | sparsity {100 * r['weighted_group_sparsity']:.2f}% (groups "
+            f"{100 * r['group_sparsity']:.2f}%, entries {100 * r['unstructured_sparsity']:.2f}%) | "
+            f"lr {r['lr']:.3g}{solver} | {r['time_per_epoch']:.2f} s/epoch"
+        )
+
+    # ------------------------------------------------------------------------------------ outputs
+    def _save(self) -> None:
+        if not self.env.is_main:
+            return
+        ckpt.save(
+            {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "lr_schedule": self.lr_schedule.state_dict(),
+                "momentum_schedule": self.momentum_schedule.state_dict() if self.momentum_schedule else None,
+                "scaler": self.scaler.state_dict(),
+                "rng": ckpt.rng_state(),
+                "epoch": self.epoch,
+                "step_in_epoch": self.step_in_epoch,
+                "global_step": self.global_step,
+                "partial": asdict(self.tally),
+                "history": self.history,
+                "config": self.config_dict,
+                "wandb_id": self.wandb.id if self.wandb is not None else None,
+            },
+            self.files.checkpoint,
+        )
+
+    def summary(self, status: str, error: str | None = None) -> dict[str, Any]:
+        """``summary.json``: the last epoch's figures; time fields (``time_*``) are kept apart."""
+        cfg = self.cfg
+        last = self.history[-1] if self.history else {}
+        final = {k: v for k, v in last.items() if k not in ("epoch", "step", "time_per_epoch")}
+        times = [r["time_per_epoch"] for r in self.history]
+        out: dict[str, Any] = {
+            "status": status,
+            "table": cfg.table,
+            "task": cfg.task.name,
+            "optimizer": cfg.optimizer.name,
+            "regularizer": cfg.regularizer.name,
+            "lam": float(cfg.regularizer.lam),
+            "seed": cfg.seed,
+            "metric": self.task.metric,
+            "metric_value": last.get(self.task.metric),
+            "higher_is_better": self.task.higher_is_better,
+            "weighted_group_sparsity": last.get("weighted_group_sparsity"),
+            "group_sparsity": last.get("group_sparsity"),
+            "unstructured_sparsity": last.get("unstructured_sparsity"),
+            "epochs_completed": len(self.history),
+            "global_step": self.global_step,
+            "final": final,
+            "time_per_epoch": sum(times) / len(times) if times else None,
+            "time_total": sum(times),
+        }
+        if error is not None:
+            out["error"] = error
+        return out
