@@ -1,0 +1,106 @@
+"""Prox operators against closed forms and brute-force minimisation (cvxpy / dense grids)."""
+
+import cvxpy as cp
+import numpy as np
+import pytest
+import torch
+
+from ramda.regularizers import REGULARIZERS, get_regularizer
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+def test_group_lasso_prox_closed_form(rng):
+    reg = REGULARIZERS["group_lasso"]
+    y = rng.standard_normal((5, 4, 3, 3))
+    tau = 0.7
+    out = reg.prox(torch.tensor(y), tau).numpy()
+    w = np.sqrt(5 * 3 * 3)
+    for j in range(4):
+        g = y[:, j]
+        norm = np.linalg.norm(g)
+        expected = max(0.0, 1 - tau * w / norm) * g
+        np.testing.assert_allclose(out[:, j], expected, rtol=1e-12, atol=1e-14)
+
+
+def test_group_lasso_prox_zeroes_small_groups_exactly(rng):
+    reg = REGULARIZERS["group_lasso"]
+    y = rng.standard_normal((6, 8))
+    y[:, :3] *= 1e-3
+    out = reg.prox(torch.tensor(y, dtype=torch.float32), 0.5)
+    assert torch.all(out[:, :3] == 0.0)
+    assert torch.all(out[:, 3:].abs().amax(0) > 0)
+
+
+@pytest.mark.parametrize("name", ["group_lasso", "l1", "nuclear"])
+def test_convex_prox_matches_cvxpy(rng, name):
+    reg = REGULARIZERS[name]
+    y = rng.standard_normal((6, 5))
+    tau = 0.6
+    z = cp.Variable((6, 5))
+    if name == "group_lasso":
+        psi = np.sqrt(6) * cp.sum(cp.norm(z, 2, axis=0))
+    elif name == "l1":
+        psi = cp.sum(cp.abs(z))
+    else:
+        psi = cp.normNuc(z)
+    cp.Problem(cp.Minimize(0.5 * cp.sum_squares(z - y) + tau * psi)).solve(solver=cp.CLARABEL)
+    out = reg.prox(torch.tensor(y), tau).numpy()
+    np.testing.assert_allclose(out, z.value, atol=2e-6)
+    np.testing.assert_allclose(float(reg.value(torch.tensor(out))), psi.value, rtol=1e-5)
+
+
+def test_l1_prox_soft_threshold(rng):
+    y = rng.standard_normal(50)
+    out = REGULARIZERS["l1"].prox(torch.tensor(y), 0.4).numpy()
+    np.testing.assert_array_equal(out, np.sign(y) * np.maximum(np.abs(y) - 0.4, 0))
+
+
+def test_binary_prox_brute_force(rng):
+    """Per entry, minimise ½(z − y)² + τ·||z| − 1| over a dense grid."""
+    reg = REGULARIZERS["binary"]
+    y = rng.uniform(-2.5, 2.5, size=40)
+    tau = 0.3
+    out = reg.prox(torch.tensor(y), tau).numpy()
+    grid = np.linspace(-4, 4, 800001)
+    for yi, oi in zip(y, out):
+        obj = 0.5 * (grid - yi) ** 2 + tau * np.abs(np.abs(grid) - 1)
+        assert abs(grid[np.argmin(obj)] - oi) < 2e-5
+    sticky = reg.prox(torch.tensor([0.9, -1.2, 1.1]), 0.25)
+    assert torch.equal(sticky, torch.tensor([1.0, -1.0, 1.0]))
+
+
+def test_nuclear_prox_soft_thresholds_singular_values(rng):
+    y = rng.standard_normal((7, 4, 3))
+    out = REGULARIZERS["nuclear"].prox(torch.tensor(y), 1.0).numpy().reshape(7, 12)
+    s_in = np.linalg.svd(y.reshape(7, 12), compute_uv=False)
+    s_out = np.linalg.svd(out, compute_uv=False)
+    np.testing.assert_allclose(np.sort(s_out)[::-1], np.maximum(s_in - 1.0, 0), atol=1e-10)
+
+
+def test_min_norm_subgradient_group_lasso(rng):
+    reg = REGULARIZERS["group_lasso"]
+    z = rng.standard_normal((3, 4))
+    z[:, 1] = 0
+    r = rng.standard_normal((3, 4))
+    t = 0.5
+    w = np.sqrt(3)
+    expected = 0.0
+    for j in range(4):
+        if j == 1:
+            expected += max(0.0, np.linalg.norm(r[:, j]) - t * w) ** 2
+        else:
+            expected += np.sum((r[:, j] + t * w * z[:, j] / np.linalg.norm(z[:, j])) ** 2)
+    got = float(reg.subgrad_norm_sq(torch.tensor(z), torch.tensor(r), t))
+    assert got == pytest.approx(expected, rel=1e-12)
+
+
+def test_shape_and_name_errors():
+    with pytest.raises(ValueError, match="group_lasso"):
+        REGULARIZERS["group_lasso"].check(torch.zeros(5))
+    with pytest.raises(ValueError, match="unknown regularizer 'l3'"):
+        get_regularizer("l3")
+    assert get_regularizer("none") is None
