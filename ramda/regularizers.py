@@ -122,36 +122,40 @@ class GroupLasso(Regularizer):
         v: Tensor,
         p: Tensor,
         t: float,
-        newton_tol: float = 1e-6,
+        newton_tol: float | None = None,
         max_newton: int = 30,
         check_every: int = 1,
     ) -> tuple[Tensor, int]:
         """Z_g = b_g ρ/(P_g ρ + c) with c = t w_g, b = P⊙W⁰ − V, and ρ = ‖Z_g‖ the root of F(ρ) = 1,
         F(ρ) = ‖b_g/(P_g ρ + c)‖. Newton runs on g(ρ) = 1/F(ρ) − 1, which is exactly linear when P_g is constant
-        (one step) and nearly so otherwise, from ρ₀ = (‖b_g‖ − c)/max P_g, a point left of the root.
-        Groups with ‖b_g‖ ≤ c are exactly zero."""
-        b = torch.addcmul(-v, p, w0)
+        (one step) and nearly so otherwise, from ρ₀ = (‖b_g‖ − c)/max P_g, a point left of the root. It stops
+        when every nonzero group has |F − 1| ≤ ``newton_tol`` (64 ulps of the dtype by default: the accuracy
+        F itself is computed to). Groups with ‖b_g‖ ≤ c are exactly zero."""
+        neg_b = torch.addcmul(v, p, w0, value=-1.0)
         if t == 0.0:
-            return b / p, 0
-        dims = group_dims(b)
-        c = t * self.weight(b)
-        bn = self.norms(b)
+            return neg_b.div_(p).neg_(), 0
+        if newton_tol is None:
+            newton_tol = 64 * torch.finfo(p.dtype).eps
+        dims = group_dims(neg_b)
+        c = t * self.weight(neg_b)
+        c_t = torch.tensor(c, dtype=p.dtype, device=p.device)
+        bn = self.norms(neg_b)
         nonzero = bn > c
         rho = torch.relu(bn - c) / self.group_max(p)
-        b2 = b * b
         iters = 0
-        while iters < max_newton:
-            iters += 1
-            d = torch.addcmul(torch.full_like(p, c), p, rho)
-            q2 = b2 / (d * d)
-            f = torch.sqrt(torch.sum(q2, dim=dims, keepdim=True))
-            s3 = torch.sum(q2 * p / d, dim=dims, keepdim=True)
-            step = torch.where(nonzero, f * f * (f - 1.0) / torch.where(nonzero, s3, 1.0), 0.0)
-            rho = torch.relu(rho + step)
-            if iters % check_every == 0 and not bool(torch.any(torch.abs(step) > newton_tol * rho)):
+        while True:
+            d = torch.addcmul(c_t, p, rho)
+            r = neg_b / d
+            f = torch.linalg.vector_norm(r, dim=dims, keepdim=True)
+            if iters == max_newton or (
+                iters % check_every == 0 and not bool(torch.any(nonzero & (torch.abs(f - 1.0) > newton_tol)))
+            ):
                 break
-        z = b * rho / torch.addcmul(torch.full_like(p, c), p, rho)
-        return torch.where(nonzero, z, 0.0), iters
+            iters += 1
+            s3 = r.mul_(r).mul_(p).div_(d).sum(dim=dims, keepdim=True)
+            step = f * f * (f - 1.0) / torch.where(nonzero, s3, 1.0)
+            rho = torch.where(nonzero, torch.relu(rho + step), 0.0)
+        return r.mul_(torch.where(nonzero, -rho, 0.0)), iters
 
 
 class L1(Regularizer):

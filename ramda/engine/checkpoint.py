@@ -54,17 +54,19 @@ def load(path: Path) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for truncated or foreign files
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(
-            str(path), f"not a readable checkpoint ({reason[:160]})", _fix_hint(path)
-        ) from err
+        raise ConfigError(str(path), f"not a readable checkpoint ({reason[:160]})", _fix_hint(path)) from err
     missing = [k for k in REQUIRED if not isinstance(state, dict) or k not in state]
     if missing or state.get("format") != FORMAT:
-        raise ConfigError(str(path), f"not a {FORMAT} file (missing {', '.join(missing) or 'format'})", _fix_hint(path))
+        raise ConfigError(
+            str(path), f"not a {FORMAT} file (missing {', '.join(missing) or 'format'})", _fix_hint(path)
+        )
     return state
 
 
 def _fix_hint(path: Path) -> str:
-    return f"it is left untouched: move it away to start over, or pick another hydra.run.dir (not {path.parent})"
+    return (
+        f"it is left untouched: move it away to start over, or pick another hydra.run.dir (not {path.parent})"
+    )
 
 
 def rng_state() -> dict[str, Any]:
@@ -73,8 +75,12 @@ def rng_state() -> dict[str, Any]:
     state: dict[str, Any] = {
         "python": list(random.getstate()[1]) + [random.getstate()[2]],
         "python_version": random.getstate()[0],
-        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "numpy": {
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -88,8 +94,13 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((state["python_version"], tuple(python[:-1]), python[-1]))
     np_state = state["numpy"]
     np.random.set_state(
-        ("MT19937", np_state["keys"].numpy().astype(np.uint32), np_state["pos"], np_state["has_gauss"],
-         np_state["cached_gaussian"])
+        (
+            "MT19937",
+            np_state["keys"].numpy().astype(np.uint32),
+            np_state["pos"],
+            np_state["has_gauss"],
+            np_state["cached_gaussian"],
+        )
     )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():

@@ -22,7 +22,9 @@ class NonFiniteLossError(RunError):
     """The training loss became NaN or infinite; the run stops and its last good checkpoint is kept."""
 
     def __init__(self, epoch: int, step: int, global_step: int, value: float, checkpoint: str) -> None:
-        kept = f"the last good checkpoint is kept at {checkpoint}" if checkpoint else "no checkpoint was saved"
+        kept = (
+            f"the last good checkpoint is kept at {checkpoint}" if checkpoint else "no checkpoint was saved"
+        )
         super().__init__(
             "train_loss",
             f"non-finite loss ({value}) at epoch {epoch} step {step} (global step {global_step})",

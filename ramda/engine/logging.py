@@ -135,7 +135,11 @@ class Console:
     def start_epoch(self, epoch: int, total_steps: int, done: int) -> None:
         if self.bars:
             self._steps = self._tqdm(
-                total=total_steps, initial=done, desc=f"epoch {epoch + 1}", unit="step", leave=False,
+                total=total_steps,
+                initial=done,
+                desc=f"epoch {epoch + 1}",
+                unit="step",
+                leave=False,
                 dynamic_ncols=True,
             )
 

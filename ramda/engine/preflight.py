@@ -21,8 +21,20 @@ from ramda.engine.errors import ConfigError
 from ramda.engine.validate import validate
 
 # Hydra flags after which the application does not run (help, config printing, completion).
-NO_RUN_FLAGS = ("-h", "--help", "--hydra-help", "-c", "--cfg", "-i", "--info", "-sc", "--shell-completion",
-                "-p", "--package", "--resolve")
+NO_RUN_FLAGS = (
+    "-h",
+    "--help",
+    "--hydra-help",
+    "-c",
+    "--cfg",
+    "-i",
+    "--info",
+    "-sc",
+    "--shell-completion",
+    "-p",
+    "--package",
+    "--resolve",
+)
 MAX_JOBS = 256
 
 
@@ -58,8 +70,11 @@ def _explain(err: Exception, overrides: Sequence[str]) -> ConfigError:
             problem = f"task '{value}' is not available on this install ({UNAVAILABLE_TASKS[value]})"
         return ConfigError(group, problem, "valid: " + ", ".join(options))
     if isinstance(err, OverrideParseException):
-        return ConfigError(err.override or "override", err.message.splitlines()[0],
-                           "valid: key=value, group=option, or +key=value to add a key")
+        return ConfigError(
+            err.override or "override",
+            err.message.splitlines()[0],
+            "valid: key=value, group=option, or +key=value to add a key",
+        )
     cause = err.__cause__ if err.__cause__ is not None else err
     if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
         key = cause.full_key
@@ -92,8 +107,10 @@ def _jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
         return [overrides]
     parser = OverridesParser.create()
     parsed = parser.parse_overrides(overrides)
-    first = [f"{o.get_key_element()}={next(iter(o.sweep_iterator()))}" if o.is_sweep_override() else o.input_line
-             for o in parsed]
+    first = [
+        f"{o.get_key_element()}={next(iter(o.sweep_iterator()))}" if o.is_sweep_override() else o.input_line
+        for o in parsed
+    ]
     cfg = compose("train", overrides=first, return_hydra_config=True)
     node = cfg.hydra.sweeper.get("params")
     params = OmegaConf.to_container(node, resolve=False) if isinstance(node, DictConfig) else {}

@@ -134,7 +134,9 @@ class Trainer:
             self.task = module.TASK(task_cfg, env)
             model = self.task.build_model()
         except (ValueError, FileNotFoundError) as err:
-            raise ConfigError(f"task={cfg.task.name}", str(err), "see the task's config keys: task.*") from err
+            raise ConfigError(
+                f"task={cfg.task.name}", str(err), "see the task's config keys: task.*"
+            ) from err
         self.model = model
         if cfg.trainer.channels_last and env.device.type == "cuda":
             model.to(memory_format=torch.channels_last)

@@ -51,7 +51,9 @@ def check_device(device: str) -> None:
         count = torch.cuda.device_count()
         index = int(device[5:]) if ":" in device else 0
         if index >= count:
-            raise ConfigError("trainer.device", f"'{device}' is not available ({count} CUDA devices)", "use cpu")
+            raise ConfigError(
+                "trainer.device", f"'{device}' is not available ({count} CUDA devices)", "use cpu"
+            )
         return
     raise ConfigError("trainer.device", f"unknown value '{device}'", "valid: auto, cpu, cuda, cuda:N")
 
@@ -72,7 +74,9 @@ def validate(cfg: DictConfig, tasks: Sequence[str]) -> None:
     if not 0 <= cfg.seed < 2**32:
         raise ConfigError("seed", f"{cfg.seed} is out of range", "valid: an integer in [0, 2^32)")
     if not cfg.table or "/" in cfg.table:
-        raise ConfigError("table", f"'{cfg.table}' is not a valid name", "valid: a non-empty name without '/'")
+        raise ConfigError(
+            "table", f"'{cfg.table}' is not a valid name", "valid: a non-empty name without '/'"
+        )
 
     opt = cfg.optimizer
     name = opt.name
@@ -102,7 +106,9 @@ def validate(cfg: DictConfig, tasks: Sequence[str]) -> None:
     lam = cfg.regularizer.lam
     _nonneg("regularizer.lam", lam)
     if cfg.regularizer.name == "none" and lam != 0:
-        raise ConfigError("regularizer.lam", f"{lam} with regularizer=none", "valid: 0, or pick a regularizer")
+        raise ConfigError(
+            "regularizer.lam", f"{lam} with regularizer=none", "valid: 0, or pick a regularizer"
+        )
     if name in NO_REGULARIZER and lam != 0:
         raise ConfigError(
             "regularizer.lam",
@@ -121,7 +127,9 @@ def validate(cfg: DictConfig, tasks: Sequence[str]) -> None:
         )
     _number("trainer.gamma", tr.gamma, 0.0, 1.0, False, True)
     if tr.momentum_start_epoch is not None and tr.momentum_start_epoch < 0:
-        raise ConfigError("trainer.momentum_start_epoch", f"{tr.momentum_start_epoch} < 0", "valid: null or >= 0")
+        raise ConfigError(
+            "trainer.momentum_start_epoch", f"{tr.momentum_start_epoch} < 0", "valid: null or >= 0"
+        )
     for key in ("checkpoint_every_steps", "log_every_steps", "threads"):
         if tr[key] < 0:
             raise ConfigError(f"trainer.{key}", f"{tr[key]} < 0", "valid: 0 (off) or a positive integer")
@@ -138,10 +146,18 @@ def validate(cfg: DictConfig, tasks: Sequence[str]) -> None:
     if root and not Path(root).is_dir():
         from ramda.fixtures import FIXTURES
 
-        hint = f" (a small one: python scripts/make_fixtures.py {task.name} <dir>)" if task.name in FIXTURES else ""
+        hint = (
+            f" (a small one: python scripts/make_fixtures.py {task.name} <dir>)"
+            if task.name in FIXTURES
+            else ""
+        )
         raise ConfigError(
-            "task.data.root", f"directory '{root}' does not exist", f"valid: a directory holding the data{hint}"
+            "task.data.root",
+            f"directory '{root}' does not exist",
+            f"valid: a directory holding the data{hint}",
         )
 
     if cfg.resume not in ("auto", "never") and not Path(cfg.resume).is_file():
-        raise ConfigError("resume", f"checkpoint '{cfg.resume}' does not exist", "valid: auto, never, or a file")
+        raise ConfigError(
+            "resume", f"checkpoint '{cfg.resume}' does not exist", "valid: auto, never, or a file"
+        )

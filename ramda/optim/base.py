@@ -107,13 +107,22 @@ def dual_averaging_state(state: dict[str, Any], p: Tensor, sums: tuple[str, ...]
     return state
 
 
-def add_scaled(acc: list[Tensor], values: list[Tensor], scales: list[float]) -> None:
-    """acc_i ← acc_i + scales_i·values_i (one foreach call when the scales agree, as they do in a group)."""
+def add_scaled(
+    acc: list[Tensor], values: list[Tensor], scales: list[float], times: list[Tensor] | None = None
+) -> None:
+    """acc_i ← acc_i + scales_i·values_i (⊙ times_i when given); one foreach call when the scales agree, as
+    they do within a group."""
     if all(s == scales[0] for s in scales):
-        torch._foreach_add_(acc, values, alpha=scales[0])
-    else:
-        for a, x, s in zip(acc, values, scales):
+        if times is None:
+            torch._foreach_add_(acc, values, alpha=scales[0])
+        else:
+            torch._foreach_addcmul_(acc, values, times, value=scales[0])
+        return
+    for i, (a, x, s) in enumerate(zip(acc, values, scales)):
+        if times is None:
             a.add_(x, alpha=s)
+        else:
+            a.addcmul_(x, times[i], value=s)
 
 
 def mix(params: list[Tensor], targets: list[Tensor], c: float) -> None:

@@ -86,7 +86,7 @@ class RAMDA(RegularizedOptimizer):
             u = [st["u"] for st in states]
             w0 = [st["w0"] for st in states]
             add_scaled(v, grads, scales)
-            add_scaled(u, torch._foreach_mul(grads, grads), scales)
+            add_scaled(u, grads, scales, grads)
             precond = torch._foreach_pow(u, 1.0 / 3.0)
             torch._foreach_add_(precond, group["eps"])
             reg = self.regularizer_of(group)

@@ -1,0 +1,150 @@
+"""Optimizer step time against torch's AdamW, in one process, on the paper's parameter shapes.
+
+    python scripts/bench_optim.py --model resnet50 --steps 5
+    python scripts/bench_optim.py --model txl --device cuda
+
+Gradients come from one real forward/backward on generated data; every optimizer then steps on the same
+gradients. Prints the median step time, its ratio to AdamW (foreach on CPU, fused on CUDA) and the mean inner
+solver iterations per tensor and step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ramda import RAMDA, RMDA, ProxGen, ProxSGD, param_groups  # noqa: E402
+
+#: The paper's ImageNet λ per optimizer (SPEC §6), used for both shape sets.
+PAPER = {
+    "proxsgd": dict(lr=0.1, momentum=0.1, lam=1.25e-5),
+    "rmda": dict(lr=1.0, momentum=0.1, lam=1.35e-5),
+    "proxgen": dict(lr=1e-3, lam=1.3e-7),
+    "ramda": dict(lr=1e-2, momentum=1e-2, lam=4e-7),
+}
+
+
+class TXLShapes(nn.Module):
+    """Transformer-XL base parameter shapes (SPEC §6): 16 layers of d 410, 10 heads × 41, d_inner 2100, a
+    word embedding of ``vocab`` rows. The forward is a residual stack through every projection so that each
+    weight gets a dense gradient; it is a shape stand-in, not the language model."""
+
+    def __init__(self, vocab: int = 267735, d: int = 410, d_inner: int = 2100, layers: int = 16) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(vocab, d)
+        self.layers = nn.ModuleList()
+        for _ in range(layers):
+            block = nn.ModuleDict(
+                {
+                    "qkv": nn.Linear(d, 3 * d, bias=False),
+                    "r": nn.Linear(d, d, bias=False),
+                    "o": nn.Linear(d, d, bias=False),
+                    "ff1": nn.Linear(d, d_inner),
+                    "ff2": nn.Linear(d_inner, d),
+                    "ln1": nn.LayerNorm(d),
+                    "ln2": nn.LayerNorm(d),
+                }
+            )
+            self.layers.append(block)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        h = self.emb(tokens)
+        for blk in self.layers:
+            q, k, v = blk["qkv"](h).chunk(3, dim=-1)
+            h = blk["ln1"](h + blk["o"](torch.tanh(q + k + v + blk["r"](h))))
+            h = blk["ln2"](h + blk["ff2"](torch.relu(blk["ff1"](h))))
+        return h.square().mean()
+
+
+def build(model: str, device: torch.device) -> tuple[nn.Module, Callable[[nn.Module], torch.Tensor]]:
+    torch.manual_seed(0)
+    if model == "resnet50":
+        from torchvision.models import resnet50
+
+        net = resnet50().to(device)
+        size = 224 if device.type == "cuda" else 64
+        batch = 32 if device.type == "cuda" else 4
+        x = torch.randn(batch, 3, size, size, device=device)
+        y = torch.randint(0, 1000, (batch,), device=device)
+        return net, lambda m: nn.functional.cross_entropy(m(x), y)
+    net = TXLShapes().to(device)
+    tokens = torch.randint(0, 267735, (150, 4 if device.type == "cpu" else 60), device=device)
+    return net, lambda m: m(tokens)
+
+
+def make_optimizers(net: nn.Module, fused: bool) -> dict[str, Callable[[], torch.optim.Optimizer]]:
+    def groups(lam: float):
+        return param_groups(net, lam)
+
+    adamw = dict(fused=True) if fused else dict(foreach=True)
+    return {
+        "AdamW": lambda: torch.optim.AdamW(net.parameters(), lr=1e-3, **adamw),
+        "SGD": lambda: torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, foreach=True),
+        "ProxSGD": lambda: ProxSGD(groups(PAPER["proxsgd"]["lam"]), lr=0.1, momentum=0.1),
+        "RMDA": lambda: RMDA(groups(PAPER["rmda"]["lam"]), lr=1.0, momentum=0.1),
+        "ProxGen": lambda: ProxGen(groups(PAPER["proxgen"]["lam"]), lr=1e-3),
+        "ProxGen (objective)": lambda: ProxGen(groups(PAPER["proxgen"]["lam"]), lr=1e-3, stop="objective"),
+        "RAMDA": lambda: RAMDA(groups(PAPER["ramda"]["lam"]), lr=1e-2, momentum=1e-2),
+        "RAMDA (objective)": lambda: RAMDA(groups(PAPER["ramda"]["lam"]), lr=1e-2, momentum=1e-2, stop="objective"),
+    }
+
+
+def time_steps(opt: torch.optim.Optimizer, steps: int, warmup: int, device: torch.device) -> list[float]:
+    times = []
+    for i in range(warmup + steps):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=["resnet50", "txl", "all"], default="all")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--only", nargs="*", help="optimizer names to run (AdamW always runs)")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    threads = torch.get_num_threads()
+    for model in ["resnet50", "txl"] if args.model == "all" else [args.model]:
+        net, loss_fn = build(model, device)
+        loss_fn(net).backward()
+        grads = [p.grad.detach().clone() for p in net.parameters()]
+        initial = {k: v.clone() for k, v in net.state_dict().items()}
+        n_params = sum(p.numel() for p in net.parameters()) / 1e6
+        print(f"\n{model}: {n_params:.1f} M parameters, device {device}, {threads} threads, median of {args.steps}")
+        print(f"| optimizer | step (ms) | × AdamW | inner iters |\n|---|---|---|---|")
+        baseline = None
+        for name, factory in make_optimizers(net, fused=device.type == "cuda").items():
+            if args.only and name != "AdamW" and name not in args.only:
+                continue
+            net.load_state_dict(initial)
+            for p, g in zip(net.parameters(), grads):
+                p.grad = g.clone()
+            opt = factory()
+            median = statistics.median(time_steps(opt, args.steps, args.warmup, device)) * 1e3
+            baseline = baseline or median
+            iters = opt.solver_iterations() if hasattr(opt, "solver_iterations") else float("nan")
+            iters_s = "" if iters != iters else f"{iters:.1f}"
+            print(f"| {name} | {median:.1f} | {median / baseline:.2f} | {iters_s} |", flush=True)
+            del opt
+
+
+if __name__ == "__main__":
+    main()
