@@ -104,13 +104,15 @@ def initial_weights(
 ) -> nn.Module:
     """The network with the initial weights of ``seed``, identical for every optimizer.
 
-    The weights are generated from ``seed`` alone (the global RNG state is saved and restored). The first run
-    at a seed writes ``<cache_dir>/<model>-c<classes>-seed<seed>.pt`` atomically (temporary file, then a hard
-    link that never replaces an existing file); every later run (and the loser of a concurrent first write)
-    loads that file, so the weights stay the same even across library versions or machines.
+    The weights are generated on the CPU from ``seed`` alone (the global RNG state is saved and restored).
+    The first run at a seed writes ``<cache_dir>/<model>-c<classes>-seed<seed>.pt`` atomically (temporary
+    file, then a hard link that never replaces an existing file); every later run (and the loser of a
+    concurrent first write) loads that file, so the weights stay the same even across library versions or
+    machines. Only the main process writes (``write``); data-parallel wrappers broadcast its weights to the
+    other ranks.
     """
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.random.default_generator.manual_seed(seed)
         net = build_network(model, num_classes)
     path = cache_dir / f"{model.replace(':', '-').replace('/', '-')}-c{num_classes}-seed{seed}.pt"
     if not path.exists() and write:
@@ -195,6 +197,7 @@ class ImageNetTask(Task):
             v2.ToImage(),
             v2.ToDtype(torch.float32, scale=True),
             v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+            v2.ToPureTensor(),
         ]
         train_tf = v2.Compose(
             [v2.RandomResizedCrop(cfg.data.train_crop), v2.RandomHorizontalFlip(), *normalise]
