@@ -96,6 +96,7 @@ def test_resnet50_sparsifies_under_a_large_lambda_and_resumes(root: Path, tmp_pa
         "task.data.val_crop=32",
         "trainer.device=cpu",
         "trainer.precision=fp32",
+        "trainer.threads=1",
         "trainer.milestones=[]",
         "optimizer.stop=null",  # the exact group-LASSO solver: the paper's `objective` rule is slow on a CPU
         "optimizer.momentum=1.0",  # c = 1: the weights are the subproblem's solutions, zeros included
@@ -103,7 +104,7 @@ def test_resnet50_sparsifies_under_a_large_lambda_and_resumes(root: Path, tmp_pa
     ]
     first = train(*common, "trainer.epochs=1")
     assert first.returncode == 0, first.stderr
-    assert (tmp_path / "init" / "resnet50-c4-seed3.pt").is_file()
+    assert (tmp_path / "init" / "resnet50-c6-seed3.pt").is_file()
     epoch1 = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert len(epoch1) == 1 and epoch1[0]["step"] == 1
     assert 0.0 < epoch1[0]["weighted_group_sparsity"] <= 1.0 and epoch1[0]["group_sparsity"] > 0.0
