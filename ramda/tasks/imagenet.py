@@ -167,7 +167,13 @@ class ShardSampler(torch.utils.data.Sampler[int]):
 
 
 class ImageNetTask(Task):
-    """ResNet50 on ImageNet-1k; reports top-1/top-5 accuracy (%) on the validation set."""
+    """ResNet50 on ImageNet-1k; reports top-1/top-5 accuracy (%) on the validation set.
+
+    Training order: a ``DistributedSampler`` (with one process too) seeded with the run's seed and reshuffled
+    per epoch (permutation of seed + epoch), each rank taking every ``world_size``-th example, dropping the
+    ragged tail and last partial batch. Validation: each rank takes every ``world_size``-th image, no padding,
+    and the counts are summed over ranks.
+    """
 
     metric = "top1"
     higher_is_better = True
