@@ -148,7 +148,9 @@ class GroupLasso(Regularizer):
             r = neg_b / d
             f = torch.linalg.vector_norm(r, dim=dims, keepdim=True)
             if iters == max_newton or (
-                iters % check_every == 0 and not bool(torch.any(nonzero & (torch.abs(f - 1.0) > newton_tol)))
+                check_every
+                and iters % check_every == 0
+                and not bool(torch.any(nonzero & (torch.abs(f - 1.0) > newton_tol)))
             ):
                 break
             iters += 1

@@ -142,3 +142,31 @@ def test_nuclear_objective_and_subgradient_modes_match_cvxpy():
     assert float(subproblem_objective(reg, zo, *args[1:], t)) <= ref + 1e-3 * abs(ref)
     with pytest.raises(ValueError, match="no exact"):
         solve(reg, *args, t, stop="exact")
+
+
+@pytest.mark.parametrize("stop", ["objective", "subgradient"])
+def test_device_style_deferred_checks_give_the_same_iterate(stop):
+    """The GPU path reads convergence only every 8 iterations and freezes the iterate where the rule fired: it
+    must return what checking every iteration returns."""
+    w0, v, p, t = make_instance(4, 50.0)
+    reg = REGULARIZERS["group_lasso"]
+    args = [torch.tensor(a) for a in (w0, w0, v, p)]
+    z1, n1 = solve(reg, *args, t, stop=stop, tol=1e-7, check_every=1)
+    z8, n8 = solve(reg, *args, t, stop=stop, tol=1e-7, check_every=8)
+    assert torch.equal(z1, z8)
+    assert int(n8) == n1
+
+
+def test_fixed_newton_steps_without_checks_converge():
+    """The GPU path of the exact solver runs DEVICE_NEWTON_STEPS steps with no convergence read."""
+    from ramda.solver import DEVICE_NEWTON_STEPS
+
+    for cond in (1.0, 1e2, 1e4):
+        w0, v, p, t = make_instance(8, cond)
+        reg = REGULARIZERS["group_lasso"]
+        args = [torch.tensor(a, dtype=torch.float32) for a in (w0, v, p)]
+        fixed, n = reg.solve_exact(*args, t, check_every=0, max_newton=DEVICE_NEWTON_STEPS)
+        checked, _ = reg.solve_exact(*args, t)
+        assert n == DEVICE_NEWTON_STEPS
+        torch.testing.assert_close(fixed, checked, rtol=1e-5, atol=1e-7)
+        assert torch.equal(fixed == 0, checked == 0)

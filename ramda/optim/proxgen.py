@@ -63,7 +63,7 @@ class ProxGen(RegularizedOptimizer):
             lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
             if group["weight_decay"]:
                 torch._foreach_mul_(params, 1.0 - lr * group["weight_decay"])
-            reg = self.regularizer_of(group)
+            states = []
             for p in params:
                 state = self.state[p]
                 if not state:
@@ -71,18 +71,29 @@ class ProxGen(RegularizedOptimizer):
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["step"] += 1
-                k = state["step"]
-                m, v = state["exp_avg"], state["exp_avg_sq"]
-                m.mul_(beta1).add_(p.grad, alpha=1.0 - beta1)
-                v.mul_(beta2).addcmul_(p.grad, p.grad, value=1.0 - beta2)
-                denom = (v.sqrt() / math.sqrt(1.0 - beta2**k)).add_(eps)
-                step_size = lr / (1.0 - beta1**k)
-                if reg is None:
-                    p.addcdiv_(m, denom, value=-step_size)
-                    continue
-                w = p.detach().clone()
+                states.append(state)
+            k = states[0]["step"]
+            if any(st["step"] != k for st in states):
+                raise RuntimeError("ProxGen: tensors of one param group are at different steps")
+            grads = [p.grad for p in params]
+            m = [st["exp_avg"] for st in states]
+            v = [st["exp_avg_sq"] for st in states]
+            torch._foreach_lerp_(m, grads, 1.0 - beta1)
+            torch._foreach_mul_(v, beta2)
+            torch._foreach_addcmul_(v, grads, grads, value=1.0 - beta2)
+            denom = torch._foreach_sqrt(v)
+            torch._foreach_div_(denom, math.sqrt(1.0 - beta2**k))
+            torch._foreach_add_(denom, eps)
+            step_size = lr / (1.0 - beta1**k)
+            reg = self.regularizer_of(group)
+            if reg is None:
+                torch._foreach_addcdiv_(params, m, denom, value=-step_size)
+                continue
+            stop = self.stop_of(group, reg)
+            for p, m_i, d_i in zip(params, m, denom):
+                w = p.detach()
                 z, iters = solve(
-                    reg, w, w, m.mul(step_size), denom, lr * group["lam"], stop=self.stop_of(group, reg),
+                    reg, w, w, m_i.mul(step_size), d_i, lr * group["lam"], stop=stop,
                     max_iters=group["max_iters"], rtol=group["rtol"], tol=group["tol"],
                 )  # fmt: skip
                 self._record_iters(iters, p.device)

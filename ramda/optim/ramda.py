@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ramda.kernels import fused_supported, ramda_group_lasso_step, triton_available
 from ramda.optim.base import RegularizedOptimizer, add_scaled, dual_averaging_state, mix
 from ramda.solver import solve
 
@@ -27,6 +28,8 @@ class RAMDA(RegularizedOptimizer):
             and ``regularizer``.
         lr: η.  momentum: c ∈ (0, 1].  eps: ε added to the cube root.  lam: default λ.
         stop, max_iters, rtol, tol: solver options (SPEC §3).
+        fused: the one-kernel-per-tensor Triton step (:mod:`ramda.kernels`) for group LASSO with the exact
+            solver; ``None`` uses it for CUDA float32 tensors when Triton is installed.
     """
 
     uses_solver = True
@@ -44,12 +47,47 @@ class RAMDA(RegularizedOptimizer):
         max_iters: int = 100,
         rtol: float = 1e-8,
         tol: float = 1e-6,
+        fused: bool | None = None,
     ) -> None:
         defaults = dict(
             lr=lr, momentum=momentum, eps=eps, lam=lam, regularizer=regularizer,
-            stop=stop, max_iters=max_iters, rtol=rtol, tol=tol,
+            stop=stop, max_iters=max_iters, rtol=rtol, tol=tol, fused=fused,
         )  # fmt: skip
         super().__init__(params, defaults)
+
+    def _fused(self, group: dict[str, Any], reg: Any, p: Tensor) -> bool:
+        """Whether ``p`` takes the fused Triton kernel: group LASSO solved exactly, and ``fused=True`` or, by
+        default, a CUDA float32 tensor with Triton installed."""
+        if reg is None or reg.name != "group_lasso" or self.stop_of(group, reg) != "exact":
+            return False
+        if group["fused"] is None:
+            return p.is_cuda and fused_supported(p) and triton_available()
+        return group["fused"] and fused_supported(p)
+
+    def _eager_step(
+        self, group: dict[str, Any], reg: Any, params: list[Tensor], states: list[dict], scales: list[float]
+    ) -> None:
+        """The plain-torch step: foreach state updates, then the solver per tensor."""
+        grads = [p.grad for p in params]
+        v = [st["v"] for st in states]
+        u = [st["u"] for st in states]
+        add_scaled(v, grads, scales)
+        add_scaled(u, grads, scales, grads)
+        precond = torch._foreach_pow(u, 1.0 / 3.0)
+        torch._foreach_add_(precond, group["eps"])
+        if reg is None:
+            targets = torch._foreach_addcdiv([st["w0"] for st in states], v, precond, value=-1.0)
+        else:
+            stop = self.stop_of(group, reg)
+            targets = []
+            for p, st, pc in zip(params, states, precond):
+                z, iters = solve(
+                    reg, p, st["w0"], st["v"], pc, st["alpha"] * group["lam"], stop=stop,
+                    max_iters=group["max_iters"], rtol=group["rtol"], tol=group["tol"],
+                )  # fmt: skip
+                self._record_iters(iters, p.device)
+                targets.append(z)
+        mix(params, targets, group["momentum"])
 
     def restart(self, eps_scale: float = 1.0) -> None:
         """Dual-averaging restart (SPEC §4): W⁰ ← W; V, U, α, k ← 0; ε ← eps_scale·ε."""
@@ -75,32 +113,27 @@ class RAMDA(RegularizedOptimizer):
             if not params:
                 continue
             states = [dual_averaging_state(self.state[p], p, ("v", "u")) for p in params]
-            grads = [p.grad for p in params]
             scales = []
             for st in states:
                 st["step"] += 1
                 s = group["lr"] * math.sqrt(st["step"])
                 st["alpha"] += s
                 scales.append(s)
-            v = [st["v"] for st in states]
-            u = [st["u"] for st in states]
-            w0 = [st["w0"] for st in states]
-            add_scaled(v, grads, scales)
-            add_scaled(u, grads, scales, grads)
-            precond = torch._foreach_pow(u, 1.0 / 3.0)
-            torch._foreach_add_(precond, group["eps"])
             reg = self.regularizer_of(group)
-            if reg is None:
-                targets = torch._foreach_addcdiv(w0, v, precond, value=-1.0)
-            else:
-                stop = self.stop_of(group, reg)
-                targets = []
-                for p, st, pc in zip(params, states, precond):
-                    z, iters = solve(
-                        reg, p, st["w0"], st["v"], pc, st["alpha"] * group["lam"], stop=stop,
-                        max_iters=group["max_iters"], rtol=group["rtol"], tol=group["tol"],
+            fused = [self._fused(group, reg, p) for p in params]
+            for p, st, s, use in zip(params, states, scales, fused):
+                if use:
+                    ramda_group_lasso_step(
+                        p, p.grad, st["v"], st["u"], st["w0"], s, group["eps"], st["alpha"] * group["lam"],
+                        group["momentum"],
                     )  # fmt: skip
-                    self._record_iters(iters, p.device)
-                    targets.append(z)
-            mix(params, targets, group["momentum"])
+            rest = [i for i, use in enumerate(fused) if not use]
+            if rest:
+                self._eager_step(
+                    group,
+                    reg,
+                    [params[i] for i in rest],
+                    [states[i] for i in rest],
+                    [scales[i] for i in rest],
+                )
         return loss

@@ -1,0 +1,114 @@
+"""Cross-check ramda's TransformerXL against Hugging Face's TransfoXL, a port of the original code that
+transformers 4.35 still ships (removed since). Not a test: it needs that old release, e.g.
+
+    python -m venv --system-site-packages /tmp/hfvenv && /tmp/hfvenv/bin/pip install transformers==4.35.2
+    /tmp/hfvenv/bin/python scripts/crosscheck_transformer_xl.py
+
+Copies random weights into both models and compares hidden states, memories and the adaptive softmax's
+log-probabilities over three consecutive segments, for several configurations.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+from transformers import TransfoXLConfig, TransfoXLLMHeadModel
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ramda.models.transformer_xl import TransformerXL
+
+
+def check(div_val: int, d_embed: int, same_length: bool, clamp_len: int) -> None:
+    torch.manual_seed(0)
+    V, L, D, H, DH, DI, MEM = 500, 3, 24, 3, 8, 40, 7
+    cut = [60, 200]
+    mine = TransformerXL(
+        V,
+        n_layer=L,
+        d_model=D,
+        n_head=H,
+        d_head=DH,
+        d_inner=DI,
+        dropout=0.0,
+        mem_len=MEM,
+        cutoffs=cut,
+        div_val=div_val,
+        d_embed=d_embed,
+        same_length=same_length,
+        clamp_len=clamp_len,
+    ).eval()
+    with torch.no_grad():
+        for p in mine.parameters():
+            p.normal_(0, 0.3)
+    cfg = TransfoXLConfig(
+        vocab_size=V,
+        cutoffs=cut,
+        d_model=D,
+        d_embed=d_embed,
+        n_head=H,
+        d_head=DH,
+        d_inner=DI,
+        div_val=div_val,
+        n_layer=L,
+        mem_len=MEM,
+        clamp_len=clamp_len,
+        same_length=same_length,
+        untie_r=False,
+        dropout=0.0,
+        dropatt=0.0,
+        adaptive=True,
+        proj_share_all_but_first=True,
+    )
+    hf = TransfoXLLMHeadModel(cfg).eval()
+    sd, ms = hf.state_dict(), mine.state_dict()
+    new = {"transformer.r_w_bias": ms["r_w_bias"], "transformer.r_r_bias": ms["r_r_bias"]}
+    for k, v in ms.items():
+        if k.startswith("word_emb."):
+            new["transformer." + k] = v
+        elif k.startswith("crit.out_weights."):
+            new[k.replace("out_weights.", "out_layers.") + ".weight"] = v
+        elif k.startswith("crit.out_biases."):
+            new[k.replace("out_biases.", "out_layers.") + ".bias"] = v
+        elif k.startswith("crit."):
+            new[k] = v
+        elif k.startswith("layers."):
+            hk = "transformer." + k.replace(".attn.", ".dec_attn.").replace(
+                ".ff.core.", ".pos_ff.CoreNet."
+            ).replace(".ff.layer_norm", ".pos_ff.layer_norm")
+            new[hk] = v
+    for i in range(L):
+        new[f"transformer.layers.{i}.dec_attn.r_w_bias"] = ms["r_w_bias"]
+        new[f"transformer.layers.{i}.dec_attn.r_r_bias"] = ms["r_r_bias"]
+    assert set(new) <= set(sd), set(new) - set(sd)
+    assert set(sd) - set(new) <= {"transformer.pos_emb.inv_freq"}, set(sd) - set(new)
+    hf.load_state_dict({**sd, **new}, strict=True)
+    x = torch.randint(0, V, (30, 2))
+    with torch.no_grad():
+        m = None
+        hm = [
+            torch.zeros(0, 2, D) for _ in range(L)
+        ]  # the original starts from an empty memory; HF from zeros
+        worst = 0.0
+        for s in range(3):
+            seg = x[10 * s : 10 * s + 10]
+            h, m = mine.hidden_states(seg, m)
+            o = hf.transformer(input_ids=seg.t(), mems=hm)
+            hm = o.mems
+            worst = max(worst, (o.last_hidden_state.transpose(0, 1) - h).abs().max().item())
+            worst = max(worst, max((a - b).abs().max().item() for a, b in zip(m, hm)))
+            flat = h.reshape(-1, D)
+            worst = max(worst, (hf.crit(flat) - mine.crit.log_prob(flat)).abs().max().item())
+    n_mine = sum(p.numel() for p in mine.parameters())
+    n_hf = sum(p.numel() for p in hf.parameters())
+    print(
+        f"div_val={div_val} d_embed={d_embed} same_length={same_length} clamp_len={clamp_len}: "
+        f"max |difference| {worst:.2e} (hidden states, memories, log-probs over 3 segments); params {n_mine} vs {n_hf}"
+    )
+
+
+if __name__ == "__main__":
+    for args in [(1, 24, False, -1), (1, 16, False, -1), (2, 32, False, -1), (1, 24, True, 3)]:
+        check(*args)
