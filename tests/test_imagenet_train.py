@@ -33,6 +33,7 @@ def test_presets_hold_the_paper_settings(optimizer: str) -> None:
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
         cfg = compose("train", overrides=["task=imagenet", f"optimizer={optimizer}", "seed=2"])
         override = compose("train", overrides=["task=imagenet", f"optimizer={optimizer}", "trainer.epochs=3"])
+        table = compose("train", overrides=["experiment=vision", f"optimizer={optimizer}"])
     expected = dict(PAPER[optimizer])
     assert cfg.regularizer.lam == expected.pop("lam") and cfg.regularizer.name == "group_lasso"
     for key, value in expected.items():
@@ -48,6 +49,12 @@ def test_presets_hold_the_paper_settings(optimizer: str) -> None:
     assert (cfg.trainer.epochs, list(cfg.trainer.milestones), cfg.trainer.gamma) == (160, [40, 80, 120], 0.1)
     assert (cfg.trainer.precision, cfg.trainer.channels_last, cfg.seed) == ("bf16", True, 2)
     assert override.trainer.epochs == 3  # the command line wins over the preset
+    assert table.table == "vision" and table.task.name == "imagenet"
+    assert (
+        table.optimizer == cfg.optimizer
+        and table.regularizer == cfg.regularizer
+        and table.trainer == cfg.trainer
+    )
 
 
 @pytest.fixture(scope="module")
