@@ -1,0 +1,120 @@
+"""The paper's tables as data: for each table, the task, the optimizers, the seeds, the metric and the paper's
+reported numbers (SPEC §7). ``make tables`` reads these to label, order and annotate the generated tables.
+
+The optimizer *settings* (lr, momentum, λ, schedule) live once, in the preset configs
+``configs/preset/<task>/<optimizer>.yaml``; :meth:`Experiment.settings` reads them from there. The
+multirun grid of ``python train.py -m experiment=<table>`` is ``configs/experiment/<table>.yaml``; a test
+checks that it sweeps exactly the optimizers and seeds listed here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+# Row order of every table: the four structured-sparsity methods, then the unregularised baselines.
+ORDER: tuple[str, ...] = ("ramda", "rmda", "proxsgd", "proxgen", "msgd", "adam", "adamw")
+DISPLAY: dict[str, str] = {
+    "ramda": "RAMDA",
+    "rmda": "RMDA",
+    "proxsgd": "ProxSGD",
+    "proxgen": "ProxGen",
+    "msgd": "MSGD",
+    "adam": "Adam",
+    "adamw": "AdamW",
+}
+
+
+def display_name(optimizer: str) -> str:
+    """The name a table prints for optimizer config ``optimizer`` (unknown names are printed as given)."""
+    return DISPLAY.get(optimizer, optimizer)
+
+
+def order_key(optimizer: str) -> tuple[int, str]:
+    """Sort key putting RAMDA, RMDA, ProxSGD, ProxGen first, then MSGD, Adam, AdamW, then the rest by name."""
+    return (ORDER.index(optimizer), "") if optimizer in ORDER else (len(ORDER), optimizer)
+
+
+@dataclass(frozen=True)
+class Stat:
+    """A reported number, mean ± standard deviation over seeds."""
+
+    mean: float
+    std: float
+
+
+@dataclass(frozen=True)
+class PaperRow:
+    """The paper's numbers for one optimizer: task metric, weighted group sparsity (%) and time/epoch (s).
+    ``None`` where the paper does not report the quantity."""
+
+    metric: Stat
+    sparsity: Stat | None = None
+    time_per_epoch: Stat | None = None
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One table. ``metric`` is the key of the task's evaluation results (``summary.json``'s ``metric``);
+    the ``*_digits`` give the decimals printed for our numbers and the paper's (as the paper reports them)."""
+
+    name: str
+    title: str
+    task: str
+    optimizers: tuple[str, ...]
+    metric: str
+    metric_label: str
+    higher_is_better: bool
+    seeds: tuple[int, ...] = (1, 2, 3)
+    metric_digits: int = 2
+    sparsity_digits: int = 2
+    time_digits: int = 1
+    paper: Mapping[str, PaperRow] = field(default_factory=dict)
+    notes: str = ""
+
+    def preset(self, optimizer: str) -> Path:
+        """The preset config holding the paper's setting of ``optimizer`` on this table's task."""
+        return CONFIG_DIR / "preset" / self.task / f"{optimizer}.yaml"
+
+    def settings(self, optimizer: str) -> dict[str, Any]:
+        """The preset's contents (``optimizer``, ``regularizer``, ``trainer``, ``task`` entries) as a dict,
+        unresolved; ``FileNotFoundError`` naming the path if the preset does not exist."""
+        from omegaconf import OmegaConf
+
+        path = self.preset(optimizer)
+        if not path.is_file():
+            raise FileNotFoundError(f"no preset {path} for table '{self.name}', optimizer '{optimizer}'")
+        conf = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        assert isinstance(conf, dict)
+        conf.pop("defaults", None)
+        return conf
+
+    def overrides(self, optimizer: str, seed: int) -> list[str]:
+        """The command-line overrides of one run of this table: ``train.py <these>`` runs that cell."""
+        return [f"experiment={self.name}", f"optimizer={optimizer}", f"seed={seed}"]
+
+
+def _registry() -> dict[str, Experiment]:
+    from experiments import demo, language, speech, vision
+
+    return {m.EXPERIMENT.name: m.EXPERIMENT for m in (demo, vision, language, speech)}
+
+
+def names() -> list[str]:
+    """The tables with a definition, in the paper's order (demo first)."""
+    return list(_registry())
+
+
+def get(name: str) -> Experiment:
+    """The definition of table ``name``; ``KeyError`` naming the valid tables otherwise."""
+    registry = _registry()
+    if name not in registry:
+        raise KeyError(f"unknown table '{name}'; defined tables: {', '.join(registry)}")
+    return registry[name]
+
+
+__all__ = ["ORDER", "Experiment", "PaperRow", "Stat", "display_name", "get", "names", "order_key"]
