@@ -20,16 +20,15 @@ $(STAMP): pyproject.toml scripts/ci/install.sh
 install: $(STAMP)
 
 demo: $(INSTALLED)
-	@$(PYTHON) -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('ramda.tables') is None)" \
-		|| { echo "error: ramda.tables is not installed; the demo table cannot be printed" >&2; exit 1; }
 	$(PYTHON) train.py -m experiment=demo hydra.sweep.dir=$(DEMO_DIR)
 	$(PYTHON) -m ramda.tables --runs $(DEMO_DIR) --table demo --print
 
 test: $(INSTALLED)
 	$(PYTHON) -m pytest -q
 
+# SOURCE=wandb PROJECT=<entity/project> reads the runs from Weights & Biases instead of results/runs.
 tables: $(INSTALLED)
-	$(PYTHON) -m ramda.tables
+	$(PYTHON) -m ramda.tables $(if $(SOURCE),--source $(SOURCE)) $(if $(PROJECT),--wandb-project $(PROJECT))
 
 bench: $(INSTALLED)
 	$(PYTHON) scripts/bench_optim.py

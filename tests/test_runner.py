@@ -28,6 +28,7 @@ SMALL = [
     "regularizer.lam=0.01",
     "trainer.epochs=3",
     "trainer.milestones=[1]",
+    "trainer.momentum_start_epoch=1",
     "task.max_train_batches=8",
     "trainer.threads=1",
     "trainer.progress=lines",

@@ -142,8 +142,10 @@ def validate(cfg: DictConfig, tasks: Sequence[str]) -> None:
         if task[key] < 0:
             raise ConfigError(f"task.{key}", f"{task[key]} < 0", "valid: an integer >= 0")
     _nonneg("task.grad_clip", task.grad_clip)
-    root = task.get("data", {}).get("root", "")
-    if root and not Path(root).is_dir():
+    data = task.get("data", {})
+    root = data.get("root", "")
+    # WikiText-103 from the Hugging Face cache (task.data.source=hf) reads no root directory.
+    if root and data.get("source", "files") != "hf" and not Path(root).is_dir():
         from ramda.fixtures import FIXTURES
 
         hint = (
