@@ -256,3 +256,35 @@ def test_indivisible_global_batch_is_an_error() -> None:
         ValueError, match=r"task.batch_size=63 is not divisible by the number of processes \(2\)"
     ):
         TASK(Config(batch_size=63), RunEnv(torch.device("cpu"), rank=0, world_size=2))
+
+
+def test_launcher_env_from_torchrun_and_slurm() -> None:
+    """Which variables make a process one rank of several: torchrun's, or those of an ``srun`` step of several
+    tasks; a batch script's shell (``SLURM_NTASKS`` but no step) and one-process launches stay single."""
+    from ramda.engine.distributed import launcher_env
+
+    torchrun = {
+        "RANK": "3",
+        "WORLD_SIZE": "4",
+        "LOCAL_RANK": "1",
+        "MASTER_ADDR": "n1",
+        "MASTER_PORT": "29500",
+    }
+    assert launcher_env(torchrun) == torchrun
+    assert launcher_env({**torchrun, "WORLD_SIZE": "1", "RANK": "0"}) == {}
+    assert launcher_env({"SLURM_NTASKS": "8", "SLURM_PROCID": "0", "SLURM_JOB_ID": "7"}) == {}
+    step = {
+        "SLURM_STEP_NUM_TASKS": "16",
+        "SLURM_PROCID": "9",
+        "SLURM_LOCALID": "1",
+        "SLURM_JOB_ID": "123456",
+        "MASTER_ADDR": "gpu-a01",
+    }
+    assert launcher_env(step) == {
+        "RANK": "9",
+        "WORLD_SIZE": "16",
+        "LOCAL_RANK": "1",
+        "MASTER_ADDR": "gpu-a01",
+        "MASTER_PORT": str(20000 + 123456 % 20000),
+    }
+    assert launcher_env({**step, "SLURM_STEP_NUM_TASKS": "1"}) == {}
