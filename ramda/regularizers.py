@@ -163,12 +163,13 @@ class GroupLasso(Regularizer):
         bn = self.norms(neg_b)
         nonzero = bn > c
         rho = torch.relu(bn - c) / self.group_max(p)
+        # Buffers reused across Newton steps: fresh multi-MB temporaries cost page faults on the CPU.
+        d, r, q = torch.empty_like(p), torch.empty_like(p), torch.empty_like(p)
         iters = 0
         while True:
-            d = torch.addcmul(c_t, p, rho)
-            r = neg_b / d
-            r.mul_(r)
-            f = torch.sqrt(group_sum(r))
+            torch.addcmul(c_t, p, rho, out=d)
+            torch.div(neg_b, d, out=r)
+            f = torch.sqrt(group_sum(torch.mul(r, r, out=q)))
             if iters == max_newton or (
                 check_every
                 and iters % check_every == 0
@@ -176,10 +177,10 @@ class GroupLasso(Regularizer):
             ):
                 break
             iters += 1
-            s3 = group_sum(r.mul_(p).div_(d))
+            s3 = group_sum(q.mul_(p).div_(d))
             step = f * f * (f - 1.0) / torch.where(nonzero, s3, 1.0)
             rho = torch.where(nonzero, torch.relu(rho + step), 0.0)
-        return neg_b.div_(d).mul_(torch.where(nonzero, -rho, 0.0)), iters
+        return r.mul_(torch.where(nonzero, -rho, 0.0)), iters
 
 
 class L1(Regularizer):

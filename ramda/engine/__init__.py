@@ -7,5 +7,6 @@
 - :mod:`~ramda.engine.checkpoint`: atomic checkpoints and RNG state;
 - :mod:`~ramda.engine.logging`: run-directory files, Weights & Biases, console progress;
 - :mod:`~ramda.engine.signals`: SIGTERM/SIGUSR1 → checkpoint and stop;
-- :mod:`~ramda.engine.env`: device and seeding.
+- :mod:`~ramda.engine.env`: device and seeding;
+- :mod:`~ramda.engine.distributed`: torchrun/srun process groups, DDP wrapping, agreed stop flags, all-reduces.
 """
