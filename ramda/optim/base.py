@@ -87,6 +87,35 @@ class RegularizedOptimizer(Optimizer):
         self._solver_calls = 0
         return mean
 
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Tensor | None:
+        """One optimizer step over every param group (``closure`` re-evaluates the loss, as in torch.optim)."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = self._with_grads(group)
+            if params:
+                self._group_step(group, params)
+        return loss
+
+    def _group_step(self, group: dict[str, Any], params: list[Tensor]) -> None:
+        """Update the tensors of one param group that have gradients."""
+        raise NotImplementedError
+
+    def _restart_dual_averaging(self, sums: tuple[str, ...]) -> None:
+        """Dual-averaging restart (SPEC §4): W⁰ ← W; the running ``sums``, α and k ← 0."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                state = self.state.get(p)
+                if state:
+                    state["step"] = 0
+                    state["alpha"] = 0.0
+                    state["w0"].copy_(p.detach())
+                    for name in sums:
+                        state[name].zero_()
+
     @staticmethod
     def _with_grads(group: dict[str, Any]) -> list[Tensor]:
         params = [p for p in group["params"] if p.grad is not None]

@@ -50,52 +50,42 @@ class ProxGen(RegularizedOptimizer):
         )  # fmt: skip
         super().__init__(params, defaults)
 
-    @torch.no_grad()
-    def step(self, closure: Any = None) -> Tensor | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params = self._with_grads(group)
-            if not params:
-                continue
-            lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
-            if group["weight_decay"]:
-                torch._foreach_mul_(params, 1.0 - lr * group["weight_decay"])
-            states = []
-            for p in params:
-                state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["step"] += 1
-                states.append(state)
-            k = states[0]["step"]
-            if any(st["step"] != k for st in states):
-                raise RuntimeError("ProxGen: tensors of one param group are at different steps")
-            grads = [p.grad for p in params]
-            m = [st["exp_avg"] for st in states]
-            v = [st["exp_avg_sq"] for st in states]
-            torch._foreach_lerp_(m, grads, 1.0 - beta1)
-            torch._foreach_mul_(v, beta2)
-            torch._foreach_addcmul_(v, grads, grads, value=1.0 - beta2)
-            denom = torch._foreach_sqrt(v)
-            torch._foreach_div_(denom, math.sqrt(1.0 - beta2**k))
-            torch._foreach_add_(denom, eps)
-            step_size = lr / (1.0 - beta1**k)
-            reg = self.regularizer_of(group)
-            if reg is None:
-                torch._foreach_addcdiv_(params, m, denom, value=-step_size)
-                continue
-            stop = self.stop_of(group, reg)
-            for p, m_i, d_i in zip(params, m, denom):
-                w = p.detach()
-                z, iters = solve(
-                    reg, w, w, m_i.mul(step_size), d_i, lr * group["lam"], stop=stop,
-                    max_iters=group["max_iters"], rtol=group["rtol"], tol=group["tol"],
-                )  # fmt: skip
-                self._record_iters(iters, p.device)
-                p.copy_(z)
-        return loss
+    def _group_step(self, group: dict[str, Any], params: list[Tensor]) -> None:
+        lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
+        if group["weight_decay"]:
+            torch._foreach_mul_(params, 1.0 - lr * group["weight_decay"])
+        states = []
+        for p in params:
+            state = self.state[p]
+            if not state:
+                state["step"] = 0
+                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["step"] += 1
+            states.append(state)
+        k = states[0]["step"]
+        if any(st["step"] != k for st in states):
+            raise RuntimeError("ProxGen: tensors of one param group are at different steps")
+        grads = [p.grad for p in params]
+        m = [st["exp_avg"] for st in states]
+        v = [st["exp_avg_sq"] for st in states]
+        torch._foreach_lerp_(m, grads, 1.0 - beta1)
+        torch._foreach_mul_(v, beta2)
+        torch._foreach_addcmul_(v, grads, grads, value=1.0 - beta2)
+        denom = torch._foreach_sqrt(v)
+        torch._foreach_div_(denom, math.sqrt(1.0 - beta2**k))
+        torch._foreach_add_(denom, eps)
+        step_size = lr / (1.0 - beta1**k)
+        reg = self.regularizer_of(group)
+        if reg is None:
+            torch._foreach_addcdiv_(params, m, denom, value=-step_size)
+            return
+        stop = self.stop_of(group, reg)
+        for p, m_i, d_i in zip(params, m, denom):
+            w = p.detach()
+            z, iters = solve(
+                reg, w, w, m_i.mul(step_size), d_i, lr * group["lam"], stop=stop,
+                max_iters=group["max_iters"], rtol=group["rtol"], tol=group["tol"],
+            )  # fmt: skip
+            self._record_iters(iters, p.device)
+            p.copy_(z)

@@ -28,28 +28,18 @@ class ProxSGD(RegularizedOptimizer):
     ) -> None:
         super().__init__(params, dict(lr=lr, momentum=momentum, lam=lam, regularizer=regularizer))
 
-    @torch.no_grad()
-    def step(self, closure: Any = None) -> Tensor | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params = self._with_grads(group)
-            if not params:
-                continue
-            c, lr = group["momentum"], group["lr"]
-            bufs = []
+    def _group_step(self, group: dict[str, Any], params: list[Tensor]) -> None:
+        c, lr = group["momentum"], group["lr"]
+        bufs = []
+        for p in params:
+            state = self.state[p]
+            if "momentum_buffer" not in state:
+                state["momentum_buffer"] = p.grad.mul(c)
+            else:
+                state["momentum_buffer"].mul_(1.0 - c).add_(p.grad, alpha=c)
+            bufs.append(state["momentum_buffer"])
+        torch._foreach_add_(params, bufs, alpha=-lr)
+        reg = self.regularizer_of(group)
+        if reg is not None:
             for p in params:
-                state = self.state[p]
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = p.grad.mul(c)
-                else:
-                    state["momentum_buffer"].mul_(1.0 - c).add_(p.grad, alpha=c)
-                bufs.append(state["momentum_buffer"])
-            torch._foreach_add_(params, bufs, alpha=-lr)
-            reg = self.regularizer_of(group)
-            if reg is not None:
-                for p in params:
-                    p.copy_(reg.prox(p, lr * group["lam"]))
-        return loss
+                p.copy_(reg.prox(p, lr * group["lam"]))

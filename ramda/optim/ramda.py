@@ -96,47 +96,30 @@ class RAMDA(RegularizedOptimizer):
         """Dual-averaging restart (SPEC §4): W⁰ ← W; V, U, α, k ← 0; ε ← eps_scale·ε."""
         for group in self.param_groups:
             group["eps"] *= eps_scale
-            for p in group["params"]:
-                state = self.state.get(p)
-                if state:
-                    state["step"] = 0
-                    state["alpha"] = 0.0
-                    state["w0"].copy_(p.detach())
-                    state["v"].zero_()
-                    state["u"].zero_()
+        self._restart_dual_averaging(("v", "u"))
 
-    @torch.no_grad()
-    def step(self, closure: Any = None) -> Tensor | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params = self._with_grads(group)
-            if not params:
-                continue
-            states = [dual_averaging_state(self.state[p], p, ("v", "u")) for p in params]
-            scales = []
-            for st in states:
-                st["step"] += 1
-                s = group["lr"] * math.sqrt(st["step"])
-                st["alpha"] += s
-                scales.append(s)
-            reg = self.regularizer_of(group)
-            fused = [self._fused(group, reg, p) for p in params]
-            for p, st, s, use in zip(params, states, scales, fused):
-                if use:
-                    ramda_group_lasso_step(
-                        p, p.grad, st["v"], st["u"], st["w0"], s, group["eps"], st["alpha"] * group["lam"],
-                        group["momentum"],
-                    )  # fmt: skip
-            rest = [i for i, use in enumerate(fused) if not use]
-            if rest:
-                self._eager_step(
-                    group,
-                    reg,
-                    [params[i] for i in rest],
-                    [states[i] for i in rest],
-                    [scales[i] for i in rest],
-                )
-        return loss
+    def _group_step(self, group: dict[str, Any], params: list[Tensor]) -> None:
+        states = [dual_averaging_state(self.state[p], p, ("v", "u")) for p in params]
+        scales = []
+        for st in states:
+            st["step"] += 1
+            s = group["lr"] * math.sqrt(st["step"])
+            st["alpha"] += s
+            scales.append(s)
+        reg = self.regularizer_of(group)
+        fused = [self._fused(group, reg, p) for p in params]
+        for p, st, s, use in zip(params, states, scales, fused):
+            if use:
+                ramda_group_lasso_step(
+                    p, p.grad, st["v"], st["u"], st["w0"], s, group["eps"], st["alpha"] * group["lam"],
+                    group["momentum"],
+                )  # fmt: skip
+        rest = [i for i, use in enumerate(fused) if not use]
+        if rest:
+            self._eager_step(
+                group,
+                reg,
+                [params[i] for i in rest],
+                [states[i] for i in rest],
+                [scales[i] for i in rest],
+            )

@@ -6,7 +6,6 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from ramda.optim.base import RegularizedOptimizer, add_scaled, dual_averaging_state, mix
@@ -33,38 +32,21 @@ class RMDA(RegularizedOptimizer):
 
     def restart(self, eps_scale: float = 1.0) -> None:
         """Dual-averaging restart (SPEC §4): W⁰ ← W; V, α, k ← 0 (``eps_scale`` is accepted for symmetry)."""
-        for group in self.param_groups:
-            for p in group["params"]:
-                state = self.state.get(p)
-                if state:
-                    state["step"] = 0
-                    state["alpha"] = 0.0
-                    state["w0"].copy_(p.detach())
-                    state["v"].zero_()
+        self._restart_dual_averaging(("v",))
 
-    @torch.no_grad()
-    def step(self, closure: Any = None) -> Tensor | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params = self._with_grads(group)
-            if not params:
-                continue
-            states = [dual_averaging_state(self.state[p], p, ("v",)) for p in params]
-            scales, betas = [], []
-            for st in states:
-                st["step"] += 1
-                beta = math.sqrt(st["step"])
-                st["alpha"] += group["lr"] * beta
-                scales.append(group["lr"] * beta)
-                betas.append(beta)
-            add_scaled([st["v"] for st in states], [p.grad for p in params], scales)
-            reg = self.regularizer_of(group)
-            targets = []
-            for st, beta in zip(states, betas):
-                y = st["w0"].sub(st["v"], alpha=1.0 / beta)
-                targets.append(y if reg is None else reg.prox(y, st["alpha"] / beta * group["lam"]))
-            mix(params, targets, group["momentum"])
-        return loss
+    def _group_step(self, group: dict[str, Any], params: list[Tensor]) -> None:
+        states = [dual_averaging_state(self.state[p], p, ("v",)) for p in params]
+        scales, betas = [], []
+        for st in states:
+            st["step"] += 1
+            beta = math.sqrt(st["step"])
+            st["alpha"] += group["lr"] * beta
+            scales.append(group["lr"] * beta)
+            betas.append(beta)
+        add_scaled([st["v"] for st in states], [p.grad for p in params], scales)
+        reg = self.regularizer_of(group)
+        targets = []
+        for st, beta in zip(states, betas):
+            y = st["w0"].sub(st["v"], alpha=1.0 / beta)
+            targets.append(y if reg is None else reg.prox(y, st["alpha"] / beta * group["lam"]))
+        mix(params, targets, group["momentum"])
