@@ -150,9 +150,10 @@ class GroupLasso(Regularizer):
     ) -> tuple[Tensor, int]:
         """Z_g = b_g ρ/(P_g ρ + c) with c = t w_g, b = P⊙W⁰ − V, and ρ = ‖Z_g‖ the root of F(ρ) = 1,
         F(ρ) = ‖b_g/(P_g ρ + c)‖. Newton runs on g(ρ) = 1/F(ρ) − 1, which is exactly linear when P_g is constant
-        (one step) and nearly so otherwise, from ρ₀ = (‖b_g‖ − c)/max P_g, a point left of the root. It stops
-        when every nonzero group has |F − 1| ≤ ``newton_tol`` (64 ulps of the dtype by default: the accuracy
-        F itself is computed to). Groups with ‖b_g‖ ≤ c are exactly zero."""
+        (one step) and nearly so otherwise, from ρ₀ = (‖b_g‖ − c)/max P_g, a point left of the root. A group
+        stops at its first iterate with |F − 1| ≤ ``newton_tol`` (64 ulps of the dtype by default: the accuracy
+        F itself is computed to), so its result does not depend on the other groups; the loop ends when every
+        group has stopped. Groups with ‖b_g‖ ≤ c are exactly zero."""
         neg_b = torch.addcmul(v, p, w0, value=-1.0)
         if t == 0.0:
             return neg_b.div_(p).neg_(), 0
@@ -170,16 +171,15 @@ class GroupLasso(Regularizer):
             torch.addcmul(c_t, p, rho, out=d)
             torch.div(neg_b, d, out=r)
             f = torch.sqrt(group_sum(torch.mul(r, r, out=q)))
+            moving = nonzero & (torch.abs(f - 1.0) > newton_tol)
             if iters == max_newton or (
-                check_every
-                and iters % check_every == 0
-                and not bool(torch.any(nonzero & (torch.abs(f - 1.0) > newton_tol)))
+                check_every and iters % check_every == 0 and not bool(torch.any(moving))
             ):
                 break
             iters += 1
             s3 = group_sum(q.mul_(p).div_(d))
-            step = f * f * (f - 1.0) / torch.where(nonzero, s3, 1.0)
-            rho = torch.where(nonzero, torch.relu(rho + step), 0.0)
+            step = f * f * (f - 1.0) / torch.where(moving, s3, 1.0)
+            rho = torch.where(moving, torch.relu(rho + step), rho)
         return r.mul_(torch.where(nonzero, -rho, 0.0)), iters
 
 

@@ -66,8 +66,12 @@ def make_optimizers(net: nn.Module, fused: bool) -> dict[str, Callable[[], torch
         "ProxSGD": lambda: ProxSGD(groups(PAPER["proxsgd"]["lam"]), lr=0.1, momentum=0.1),
         "RMDA": lambda: RMDA(groups(PAPER["rmda"]["lam"]), lr=1.0, momentum=0.1),
         "ProxGen": lambda: ProxGen(groups(PAPER["proxgen"]["lam"]), lr=1e-3),
+        "ProxGen (fused=False)": lambda: ProxGen(groups(PAPER["proxgen"]["lam"]), lr=1e-3, fused=False),
         "ProxGen (objective)": lambda: ProxGen(groups(PAPER["proxgen"]["lam"]), lr=1e-3, stop="objective"),
         "RAMDA": lambda: RAMDA(groups(PAPER["ramda"]["lam"]), lr=1e-2, momentum=1e-2),
+        "RAMDA (fused=False)": lambda: RAMDA(
+            groups(PAPER["ramda"]["lam"]), lr=1e-2, momentum=1e-2, fused=False
+        ),
         "RAMDA (objective)": lambda: RAMDA(
             groups(PAPER["ramda"]["lam"]), lr=1e-2, momentum=1e-2, stop="objective"
         ),

@@ -1,4 +1,5 @@
-"""The fused Triton RAMDA kernel against the plain-torch path, on the CPU under TRITON_INTERPRET=1."""
+"""The fused Triton RAMDA kernel (ramda.kernels.gpu) against the plain-torch path, on the CPU under
+TRITON_INTERPRET=1."""
 
 import os
 import subprocess
@@ -8,28 +9,41 @@ from pathlib import Path
 import pytest
 
 SCRIPT = r"""
-import copy, torch
+import copy, math, torch
 from torch import nn
 from ramda import RAMDA, param_groups
+from ramda.kernels.gpu import ramda_group_lasso_step
 torch.manual_seed(0)
 net = nn.Sequential(nn.Conv2d(3, 6, 3), nn.Flatten(), nn.Linear(24, 7))
 models = [net, nn.Conv2d(4, 5, 3).to(memory_format=torch.channels_last)]
+lr, eps, lam = 0.3, 1e-6, 1.0
 for momentum, model in ((1.0, models[0]), (0.5, models[1])):
     a, b = copy.deepcopy(model), copy.deepcopy(model)
-    oa = RAMDA(param_groups(a, 1.0), lr=0.3, momentum=momentum, fused=True)
-    ob = RAMDA(param_groups(b, 1.0), lr=0.3, momentum=momentum, fused=False)
+    ref = RAMDA(param_groups(b, lam), lr=lr, momentum=momentum, eps=eps, fused=False)
+    weights = [p for p in a.parameters() if p.dim() > 1]
+    state = {p: dict(v=torch.zeros_like(p), u=torch.zeros_like(p), w0=p.detach().clone()) for p in weights}
     gen = torch.Generator().manual_seed(1)
-    for _ in range(3):
+    alpha = 0.0
+    for k in range(1, 4):
+        grads = {}
         for pa, pb in zip(a.parameters(), b.parameters()):
             g = torch.randn(pa.shape, generator=gen)
             if not pa.is_contiguous():
                 g = g.to(memory_format=torch.channels_last)
-            pa.grad, pb.grad = g.clone(), g.clone()
-        oa.step(); ob.step()
+            grads[pa], pb.grad = g.clone(), g.clone()
+        ref.step()
+        s = lr * math.sqrt(k)
+        alpha += s
+        with torch.no_grad():
+            for p in weights:
+                st = state[p]
+                ramda_group_lasso_step(p, grads[p], st["v"], st["u"], st["w0"], s, eps, alpha * lam, momentum)
     zeros = 0
     for pa, pb in zip(a.parameters(), b.parameters()):
+        if pa.dim() < 2:
+            continue
         torch.testing.assert_close(pa, pb, rtol=2e-5, atol=1e-6)
-        torch.testing.assert_close(oa.state[pa]["u"], ob.state[pb]["u"], rtol=1e-6, atol=1e-9)
+        torch.testing.assert_close(state[pa]["u"], ref.state[pb]["u"], rtol=1e-6, atol=1e-9)
         assert torch.equal(pa == 0, pb == 0)
         zeros += int((pa == 0).sum())
     assert momentum < 1 or zeros > 0, "the test should exercise zero groups"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -31,8 +31,18 @@ class RegularizedOptimizer(Optimizer):
         defaults.setdefault("regularizer", "group_lasso")
         self._validate_hyper(defaults)
         super().__init__(params, defaults)
+        self._init_transient()
+
+    def _init_transient(self) -> None:
+        """Per-process bookkeeping that is not optimizer state (not saved, rebuilt on unpickling)."""
         self._solver_iters: Tensor | None = None
         self._solver_calls = 0
+        self._workspace: Any = None
+        self._threads: int | None = None
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._init_transient()
 
     def _validate_hyper(self, group: dict[str, Any]) -> None:
         if group["lr"] < 0.0:
@@ -71,6 +81,34 @@ class RegularizedOptimizer(Optimizer):
     def stop_of(group: dict[str, Any], reg: Regularizer) -> str:
         return group.get("stop") or default_stop(reg)
 
+    @staticmethod
+    def _backend_ready(group: dict[str, Any], name: str, available: Callable[[], bool]) -> bool:
+        """Whether the fused kernels' backend ``name`` is installed; with ``fused=True`` a missing one raises."""
+        if available():
+            return True
+        if group.get("fused"):
+            raise RuntimeError(
+                f"fused=True needs {name} for this tensor's device: install it (pip install {name}) or pass "
+                "fused=None to fall back to the plain-torch path"
+            )
+        return False
+
+    def _cpu_workspace(self) -> Any:
+        """The CPU kernels' scratch arrays (:class:`ramda.kernels.cpu.Workspace`), made on first use."""
+        if self._workspace is None:
+            from ramda.kernels.cpu import Workspace
+
+            self._workspace = Workspace()
+        return self._workspace
+
+    def _cpu_threads(self) -> int:
+        """Threads for the CPU kernels: torch's thread count, read once per step."""
+        if self._threads is None:
+            from ramda.kernels.cpu import set_threads
+
+            self._threads = set_threads()
+        return self._threads
+
     def _record_iters(self, iters: Tensor | int, device: torch.device) -> None:
         if self._solver_iters is None:
             self._solver_iters = torch.zeros((), dtype=torch.int64, device=device)
@@ -94,6 +132,7 @@ class RegularizedOptimizer(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        self._threads = None
         for group in self.param_groups:
             params = self._with_grads(group)
             if params:

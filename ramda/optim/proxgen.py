@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ramda.kernels import numba_available
 from ramda.optim.base import RegularizedOptimizer
 from ramda.solver import solve
 
@@ -19,7 +20,9 @@ class ProxGen(RegularizedOptimizer):
         W ← argmin_Z ⟨(η/b1)·m, Z⟩ + ½⟨Z − W, D⊙(Z − W)⟩ + η λ ψ(Z)
 
     (plain Adam where λ = 0). ``weight_decay`` is AdamW's decoupled decay, applied first (0 by default).
-    ``stop``/``max_iters``/``rtol``/``tol`` as for :class:`ramda.optim.RAMDA`.
+    ``stop``/``max_iters``/``rtol``/``tol`` as for :class:`ramda.optim.RAMDA`. ``fused``: the numba CPU kernel
+    (:mod:`ramda.kernels.cpu`) for float32 group-LASSO tensors with the exact solver; ``None`` uses it when numba
+    is installed, ``True`` also raises when it is not, ``False`` always takes the plain-torch path.
     """
 
     uses_solver = True
@@ -38,6 +41,7 @@ class ProxGen(RegularizedOptimizer):
         max_iters: int = 100,
         rtol: float = 1e-8,
         tol: float = 1e-6,
+        fused: bool | None = None,
     ) -> None:
         betas = tuple(betas)
         if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
@@ -46,9 +50,28 @@ class ProxGen(RegularizedOptimizer):
             raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
         defaults = dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, lam=lam, regularizer=regularizer,
-            stop=stop, max_iters=max_iters, rtol=rtol, tol=tol,
+            stop=stop, max_iters=max_iters, rtol=rtol, tol=tol, fused=fused,
         )  # fmt: skip
         super().__init__(params, defaults)
+
+    def _fused_step(self, group: dict[str, Any], reg: Any, p: Tensor, state: dict) -> bool:
+        """Run the CPU kernel on ``p`` when it applies; returns whether it ran."""
+        if group["fused"] is False or p.is_cuda or reg is None or reg.name != "group_lasso":
+            return False
+        if self.stop_of(group, reg) != "exact" or not self._backend_ready(group, "numba", numba_available):
+            return False
+        from ramda.kernels import cpu
+
+        views = cpu.flat_views([p, p.grad, state["exp_avg"], state["exp_avg_sq"]], grouped=True)
+        if views is None:
+            return False
+        lr, betas, k = group["lr"], group["betas"], state["step"]
+        iters = cpu.proxgen_group_lasso_step(
+            *views, self._cpu_workspace(), self._cpu_threads(), betas, 1.0 - betas[1] ** k,
+            lr / (1.0 - betas[0] ** k), group["eps"], lr * group["lam"],
+        )  # fmt: skip
+        self._record_iters(iters, p.device)
+        return True
 
     def _group_step(self, group: dict[str, Any], params: list[Tensor]) -> None:
         lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
@@ -66,6 +89,13 @@ class ProxGen(RegularizedOptimizer):
         k = states[0]["step"]
         if any(st["step"] != k for st in states):
             raise RuntimeError("ProxGen: tensors of one param group are at different steps")
+        step_size = lr / (1.0 - beta1**k)
+        reg = self.regularizer_of(group)
+        rest = [i for i, (p, st) in enumerate(zip(params, states)) if not self._fused_step(group, reg, p, st)]
+        if len(rest) < len(params):
+            params, states = [params[i] for i in rest], [states[i] for i in rest]
+            if not params:
+                return
         grads = [p.grad for p in params]
         m = [st["exp_avg"] for st in states]
         v = [st["exp_avg_sq"] for st in states]
@@ -75,8 +105,6 @@ class ProxGen(RegularizedOptimizer):
         denom = torch._foreach_sqrt(v)
         torch._foreach_div_(denom, math.sqrt(1.0 - beta2**k))
         torch._foreach_add_(denom, eps)
-        step_size = lr / (1.0 - beta1**k)
-        reg = self.regularizer_of(group)
         if reg is None:
             torch._foreach_addcdiv_(params, m, denom, value=-step_size)
             return

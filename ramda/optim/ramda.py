@@ -9,7 +9,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ramda.kernels import fused_supported, ramda_group_lasso_step, triton_available
+from ramda.kernels import numba_available, triton_available
+from ramda.kernels.gpu import fused_supported as gpu_supported
+from ramda.kernels.gpu import ramda_group_lasso_step as gpu_ramda_step
 from ramda.optim.base import RegularizedOptimizer, add_scaled, dual_averaging_state, mix
 from ramda.solver import solve
 
@@ -28,8 +30,12 @@ class RAMDA(RegularizedOptimizer):
             and ``regularizer``.
         lr: η.  momentum: c ∈ (0, 1].  eps: ε added to the cube root.  lam: default λ.
         stop, max_iters, rtol, tol: solver options (SPEC §3).
-        fused: the one-kernel-per-tensor Triton step (:mod:`ramda.kernels`) for group LASSO with the exact
-            solver; ``None`` uses it for CUDA float32 tensors when Triton is installed.
+        fused: the fused steps of :mod:`ramda.kernels` for float32 tensors: on CUDA, one Triton kernel per
+            group-LASSO tensor with the exact solver; on the CPU, a numba kernel for those and for unregularised
+            tensors. ``None`` (default) uses them where Triton / numba is installed, ``True`` also raises when
+            the needed one is missing, ``False`` always takes the plain-torch path. Tensors a kernel does not
+            handle (other regularisers or stopping rules, other dtypes or memory layouts) take the plain-torch
+            path either way.
     """
 
     uses_solver = True
@@ -55,14 +61,43 @@ class RAMDA(RegularizedOptimizer):
         )  # fmt: skip
         super().__init__(params, defaults)
 
-    def _fused(self, group: dict[str, Any], reg: Any, p: Tensor) -> bool:
-        """Whether ``p`` takes the fused Triton kernel: group LASSO solved exactly, and ``fused=True`` or, by
-        default, a CUDA float32 tensor with Triton installed."""
-        if reg is None or reg.name != "group_lasso" or self.stop_of(group, reg) != "exact":
+    def _fused_step(self, group: dict[str, Any], reg: Any, p: Tensor, state: dict, scale: float) -> bool:
+        """Run the fused kernel on ``p`` when one applies (module docstring of :mod:`ramda.kernels`); returns
+        whether it ran."""
+        if group["fused"] is False:
             return False
-        if group["fused"] is None:
-            return p.is_cuda and fused_supported(p) and triton_available()
-        return group["fused"] and fused_supported(p)
+        exact = reg is not None and reg.name == "group_lasso" and self.stop_of(group, reg) == "exact"
+        t = state["alpha"] * group["lam"]
+        if p.is_cuda:
+            if not (exact and gpu_supported(p) and self._backend_ready(group, "triton", triton_available)):
+                return False
+            gpu_ramda_step(
+                p, p.grad, state["v"], state["u"], state["w0"], scale, group["eps"], t, group["momentum"]
+            )
+            return True
+        if not (exact or reg is None) or not self._backend_ready(group, "numba", numba_available):
+            return False
+        from ramda.kernels import cpu
+
+        views = cpu.flat_views([p, p.grad, state["v"], state["u"], state["w0"]], grouped=exact)
+        if views is None:
+            return False
+        shape, arrays = views
+        if not exact:
+            cpu.ramda_plain_step(arrays, scale, group["eps"], group["momentum"])
+            return True
+        iters = cpu.ramda_group_lasso_step(
+            shape,
+            arrays,
+            self._cpu_workspace(),
+            self._cpu_threads(),
+            scale,
+            group["eps"],
+            t,
+            group["momentum"],
+        )
+        self._record_iters(iters, p.device)
+        return True
 
     def _eager_step(
         self, group: dict[str, Any], reg: Any, params: list[Tensor], states: list[dict], scales: list[float]
@@ -107,14 +142,11 @@ class RAMDA(RegularizedOptimizer):
             st["alpha"] += s
             scales.append(s)
         reg = self.regularizer_of(group)
-        fused = [self._fused(group, reg, p) for p in params]
-        for p, st, s, use in zip(params, states, scales, fused):
-            if use:
-                ramda_group_lasso_step(
-                    p, p.grad, st["v"], st["u"], st["w0"], s, group["eps"], st["alpha"] * group["lam"],
-                    group["momentum"],
-                )  # fmt: skip
-        rest = [i for i, use in enumerate(fused) if not use]
+        rest = [
+            i
+            for i, (p, st, s) in enumerate(zip(params, states, scales))
+            if not self._fused_step(group, reg, p, st, s)
+        ]
         if rest:
             self._eager_step(
                 group,

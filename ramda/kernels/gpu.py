@@ -4,7 +4,8 @@ One program handles one input-wise group g end to end, with the group held in re
 
     V_g += s·G_g;  U_g += s·G_g⊙G_g;  P_g = U_g^{1/3} + ε;  b_g = P_g⊙W⁰_g − V_g
     ‖b_g‖ ≤ c  →  W̃_g = 0  (c = αλ√|g|)
-    else ρ: Newton on 1/F(ρ) − 1, F(ρ) = ‖b_g/(P_g ρ + c)‖, from ρ₀ = (‖b_g‖ − c)/max P_g;  W̃_g = b_g ρ/(P_g ρ + c)
+    else ρ: Newton on 1/F(ρ) − 1, F(ρ) = ‖b_g/(P_g ρ + c)‖, from ρ₀ = (‖b_g‖ − c)/max P_g, until |F − 1| ≤ 64 ulps
+        (at most NEWTON_STEPS);  W̃_g = b_g ρ/(P_g ρ + c)
     W_g ← W_g + m·(W̃_g − W_g)   (exactly W̃_g when the momentum m is 1)
 
 so each element of W, G, V, U, W⁰ is read once and W, V, U written once — the memory traffic of AdamW. The
@@ -23,6 +24,8 @@ from torch import Tensor
 #: Largest group (entries) a program keeps in registers; larger groups take the plain-torch path.
 MAX_GROUP = 16384
 NEWTON_STEPS = 10
+#: |F − 1| at which a group stops moving: 64 float32 ulps, as the plain-torch solver.
+NEWTON_TOL = 64 * torch.finfo(torch.float32).eps
 
 
 @functools.cache
@@ -34,7 +37,7 @@ def _kernel():
     def ramda_group_lasso_step(
         W, G, V, U, W0,
         n_out, kw, K, s0, s1, s2, s3,
-        scale, eps, c, mix,
+        scale, eps, c, mix, tol,
         BLOCK: tl.constexpr, NEWTON: tl.constexpr,
     ):  # fmt: skip
         j = tl.program_id(0)
@@ -59,23 +62,14 @@ def _kernel():
             r = nb / d
             f = tl.sqrt(tl.sum(r * r))
             s3 = tl.sum(r * r * p / d)
-            rho = tl.where(
-                nonzero, tl.maximum(rho + f * f * (f - 1.0) / tl.where(nonzero, s3, 1.0), 0.0), 0.0
-            )
+            moving = nonzero & (tl.abs(f - 1.0) > tol)
+            rho = tl.where(moving, tl.maximum(rho + f * f * (f - 1.0) / tl.where(moving, s3, 1.0), 0.0), rho)
         z = tl.where(nonzero, -(nb * rho) / (p * rho + c), 0.0)
         w = tl.load(W + off, mask=mask, other=0.0)
         w = tl.where(mix == 1.0, z, w + mix * (z - w))
         tl.store(W + off, w, mask=mask)
 
     return ramda_group_lasso_step
-
-
-def triton_available() -> bool:
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def fused_supported(p: Tensor) -> bool:
@@ -98,6 +92,6 @@ def ramda_group_lasso_step(
     _kernel()[(n_in,)](
         w, grad, v, u, w0,
         n_out, kw, kh * kw, *strides,
-        scale, eps, t * math.sqrt(group), mix,
+        scale, eps, t * math.sqrt(group), mix, NEWTON_TOL,
         BLOCK=block, NEWTON=NEWTON_STEPS, num_warps=8 if block >= 4096 else 4,
     )  # fmt: skip

@@ -1,0 +1,211 @@
+"""The numba CPU kernels (ramda.kernels.cpu) against independent float64 references: a correctly rounded cube
+root, the group-LASSO subproblem solved by bisection, and the plain-torch optimizers in float64."""
+
+import copy
+import math
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+pytest.importorskip("numba")
+
+from ramda import RAMDA, ProxGen, param_groups
+from ramda.kernels.cpu import _cbrt
+
+
+def test_cube_root_is_correctly_rounded():
+    rng = np.random.default_rng(0)
+    x = (10.0 ** rng.uniform(-45.5, 38.5, 20000)).astype(np.float32)
+    x = np.concatenate([x, np.array([0.0, 1e-45, 1.1754944e-38, 1.0, 8.0, 3.4e38], np.float32)])
+    got = np.array([np.float32(_cbrt(v)) for v in x])
+    want = np.cbrt(x.astype(np.float64)).astype(np.float32)
+    np.testing.assert_array_equal(got, want)
+    assert _cbrt(np.float32(np.inf)) == np.inf
+    assert math.isnan(_cbrt(np.float32(np.nan)))
+
+
+def solve_by_bisection(b, p, c):
+    """argmin_Z −⟨b, Z⟩ + ½⟨Z, P⊙Z⟩ + c‖Z‖ for one group (float64): 0 if ‖b‖ ≤ c, else Z = bρ/(Pρ + c) with
+    ‖Z‖ = ρ found by bisection on Σ b²/(Pρ + c)² = 1."""
+    if np.linalg.norm(b) <= c:
+        return np.zeros_like(b)
+    lo, hi = 0.0, np.linalg.norm(b) / p.min()
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if np.sum((b / (p * mid + c)) ** 2) > 1.0 else (lo, mid)
+    rho = 0.5 * (lo + hi)
+    return b * rho / (p * rho + c)
+
+
+def reference_ramda(w0, grads, lr, lam, eps):
+    """RAMDA with momentum 1 in float64, per group by bisection (SPEC §2): W = argmin of the subproblem."""
+    v = np.zeros_like(w0)
+    u = np.zeros_like(w0)
+    alpha = 0.0
+    n_in = w0.shape[1]
+    out = np.empty_like(w0)
+    for k, g in enumerate(grads, start=1):
+        s = lr * math.sqrt(k)
+        alpha += s
+        v, u = v + s * g, u + s * g * g
+        p = np.cbrt(u) + eps
+        c = alpha * lam * math.sqrt(w0.size / n_in)
+        for j in range(n_in):
+            b = np.take(p * w0 - v, j, axis=1)
+            idx = (slice(None), j)
+            out[idx] = solve_by_bisection(b, np.take(p, j, axis=1), c)
+    return out
+
+
+def lambda_splitting_groups(w0, grads, lr, eps):
+    """A λ whose zero threshold at the last step sits in the widest gap between the groups' ‖b_g‖ (b = P⊙W⁰ − V
+    does not depend on λ), so that no group is within rounding of it."""
+    v = sum(lr * math.sqrt(k) * g for k, g in enumerate(grads, start=1))
+    u = sum(lr * math.sqrt(k) * g * g for k, g in enumerate(grads, start=1))
+    alpha = sum(lr * math.sqrt(k) for k in range(1, len(grads) + 1))
+    b = (np.cbrt(u) + eps) * w0 - v
+    norms = np.sort(np.sqrt((b**2).sum(axis=tuple(i for i in range(b.ndim) if i != 1))))
+    gap = int(np.argmax(norms[1:] / norms[:-1]))
+    return float(np.sqrt(norms[gap] * norms[gap + 1]) / (alpha * math.sqrt(w0.size / w0.shape[1])))
+
+
+@pytest.mark.parametrize(
+    "shape, channels_last",
+    [
+        ((6, 5, 3, 3), False),
+        ((7, 9, 1, 1), False),
+        ((5, 12), False),
+        ((6, 5, 3, 3), True),
+        ((4, 3, 5), False),
+    ],
+)
+def test_ramda_kernel_solves_the_subproblem(shape, channels_last):
+    torch.manual_seed(0)
+    small = torch.ones(shape[1]).view(1, -1, *([1] * (len(shape) - 2)))
+    small[:, ::2] = 0.1  # every other group ten times smaller: a clear gap for the zero threshold
+    w = nn.Parameter(torch.randn(shape) * small)
+    if channels_last:
+        w = nn.Parameter(w.detach().to(memory_format=torch.channels_last))
+    w0 = w.detach().double().numpy().copy()
+    lr, eps = 0.3, 1e-6
+    grads = [torch.randn(shape) * small for _ in range(3)]
+    lam = lambda_splitting_groups(w0, [g.double().numpy() for g in grads], lr, eps)
+    opt = RAMDA([{"params": [w], "lam": lam}], lr=lr, momentum=1.0, eps=eps, fused=True)
+    for g in grads:
+        w.grad = g.to(memory_format=torch.channels_last) if channels_last else g.clone()
+        opt.step()
+    want = reference_ramda(w0, [g.double().numpy() for g in grads], lr, lam, eps)
+    got = w.detach().double().numpy()
+    zero = np.abs(want).max(axis=tuple(i for i in range(w0.ndim) if i != 1)) == 0
+    assert 0 < zero.sum() < zero.size, "the instance should have zero and nonzero groups"
+    np.testing.assert_array_equal(np.take(got, np.flatnonzero(zero), axis=1), 0.0)
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6 * np.abs(want).max())
+    assert opt.solver_iterations() >= 1
+
+
+def mixed_net(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3), nn.BatchNorm2d(16), nn.Conv2d(16, 8, 1), nn.Flatten(), nn.Linear(8 * 4 * 4, 7)
+    )
+
+
+def step_pairs(cls, kw, lam, steps=5, seed=1):
+    """The fused optimizer in float32 and the plain-torch one in float64 on the same gradients."""
+    net = mixed_net()
+    fused, ref = copy.deepcopy(net), copy.deepcopy(net).double()
+    opt_f = cls(param_groups(fused, lam), fused=True, **kw)
+    opt_r = cls(param_groups(ref, lam), fused=False, **kw)
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        for pf, pr in zip(fused.parameters(), ref.parameters()):
+            g = torch.randn(pf.shape, generator=gen)
+            pf.grad, pr.grad = g, g.double()
+        opt_f.step()
+        opt_r.step()
+    return fused, ref, opt_f
+
+
+@pytest.mark.parametrize(
+    "cls, kw, lam",
+    [
+        (RAMDA, dict(lr=0.3, momentum=1.0), 0.5),
+        (RAMDA, dict(lr=0.3, momentum=0.3), 0.05),
+        (ProxGen, dict(lr=0.05), 0.05),
+        (ProxGen, dict(lr=0.05), 0.6),
+    ],
+)
+def test_fused_float32_matches_float64_torch_path(cls, kw, lam):
+    fused, ref, opt_f = step_pairs(cls, kw, lam)
+    zeros = 0
+    for pf, pr in zip(fused.parameters(), ref.parameters()):
+        scale = pr.abs().max().item()
+        torch.testing.assert_close(pf.double(), pr, rtol=0, atol=5e-5 * scale)
+        assert torch.equal(pf == 0, pr == 0)
+        zeros += int((pf == 0).sum())
+    assert (zeros > 0) == (lam >= 0.5), zeros
+    assert opt_f.solver_iterations() >= 1
+
+
+def test_result_does_not_depend_on_the_thread_count():
+    threads = torch.get_num_threads()
+    outs = []
+    for n in (1, 2):
+        torch.set_num_threads(n)
+        try:
+            fused, *_ = step_pairs(RAMDA, dict(lr=0.3, momentum=0.5), 0.2)
+        finally:
+            torch.set_num_threads(threads)
+        outs.append([p.detach().clone() for p in fused.parameters()])
+    for a, b in zip(*outs):
+        assert torch.equal(a, b)
+
+
+def test_tensors_the_kernel_does_not_handle_take_the_torch_path():
+    torch.manual_seed(0)
+    transposed = nn.Parameter(torch.randn(6, 8).t())
+    double = nn.Parameter(torch.randn(5, 4, dtype=torch.float64))
+    results = []
+    for fused in (True, False):
+        params = [
+            nn.Parameter(transposed.detach().clone().t().contiguous().t()),
+            nn.Parameter(double.clone()),
+        ]
+        opt = RAMDA([{"params": params, "lam": 0.3}], lr=0.3, momentum=1.0, fused=fused)
+        for k in range(3):
+            gen = torch.Generator().manual_seed(k)
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=gen, dtype=p.dtype)
+            opt.step()
+        results.append(params)
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+
+
+def test_fused_true_without_numba_raises_and_default_falls_back(monkeypatch):
+    import ramda.optim.ramda as ramda_module
+
+    monkeypatch.setattr(ramda_module, "numba_available", lambda: False)
+    net = mixed_net()
+    for p in net.parameters():
+        p.grad = torch.randn_like(p)
+    with pytest.raises(RuntimeError, match="fused=True needs numba"):
+        RAMDA(param_groups(net, 0.1), fused=True).step()
+    RAMDA(param_groups(net, 0.1)).step()
+
+
+def test_optimizer_survives_deepcopy_and_pickle():
+    net = mixed_net()
+    opt = RAMDA(param_groups(net, 0.1), lr=0.1)
+    for p in net.parameters():
+        p.grad = torch.randn_like(p)
+    opt.step()
+    for clone in (copy.deepcopy(opt), pickle.loads(pickle.dumps(opt))):
+        for group in clone.param_groups:
+            for p in group["params"]:
+                p.grad = torch.randn_like(p)
+        clone.step()
+        assert clone.solver_iterations() >= 1
