@@ -33,6 +33,7 @@ class RAMDAConfig(OptimizerConfig):
     max_iters: int = 100
     rtol: float = 1e-8
     tol: float = 1e-6
+    fused: bool | None = None
 
 
 @dataclass
@@ -63,6 +64,7 @@ class ProxGenConfig(OptimizerConfig):
     max_iters: int = 100
     rtol: float = 1e-8
     tol: float = 1e-6
+    fused: bool | None = None
 
 
 @dataclass

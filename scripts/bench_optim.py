@@ -2,11 +2,13 @@
 
     python scripts/bench_optim.py --model resnet50 --steps 5
     python scripts/bench_optim.py --model txl --device cuda
+    python scripts/bench_optim.py --model resnet50 --iteration --only RAMDA    # whole iterations against SGD
 
 Gradients come from one real forward/backward on generated data; every optimizer then steps on the same
 gradients. Prints the median step time, the median AdamW step (foreach on CPU, fused on CUDA) timed just before
 it on the same model (so both see the same machine load), their ratio, and the mean inner solver iterations per
-tensor and step.
+tensor and step. With ``--iteration`` it times whole training iterations (zero_grad, forward, backward, step)
+against the same iteration with SGD (momentum 0.9, foreach) instead.
 """
 
 from __future__ import annotations
@@ -92,6 +94,45 @@ def time_steps(opt: torch.optim.Optimizer, steps: int, warmup: int, device: torc
     return times
 
 
+def time_iterations(
+    opt: torch.optim.Optimizer,
+    steps: int,
+    warmup: int,
+    device: torch.device,
+    net: nn.Module,
+    loss_fn: Callable,
+) -> list[float]:
+    """Whole training iterations: zero_grad, forward, backward, step."""
+    times = []
+    for i in range(warmup + steps):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss_fn(net).backward()
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def timed(
+    opt: torch.optim.Optimizer,
+    args: argparse.Namespace,
+    device: torch.device,
+    net: nn.Module,
+    loss_fn: Callable,
+) -> float:
+    """Median milliseconds of ``opt.step()`` or, with ``--iteration``, of a whole training iteration."""
+    if args.iteration:
+        times = time_iterations(opt, args.steps, args.warmup, device, net, loss_fn)
+    else:
+        times = time_steps(opt, args.steps, args.warmup, device)
+    return statistics.median(times) * 1e3
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -100,10 +141,17 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--only", nargs="*", help="optimizer names to run (AdamW always runs)")
+    parser.add_argument("--only", nargs="*", help="optimizer names to run (the baseline always runs)")
+    parser.add_argument(
+        "--iteration",
+        action="store_true",
+        help="time whole training iterations (forward, backward, step) against SGD instead of step() against AdamW",
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     threads = torch.get_num_threads()
+    baseline = "SGD" if args.iteration else "AdamW"
+    what = "iteration" if args.iteration else "step"
     for model in ["resnet50", "txl"] if args.model == "all" else [args.model]:
         net, loss_fn = build(model, device)
         loss_fn(net).backward()
@@ -113,22 +161,28 @@ def main() -> None:
         print(
             f"\n{model}: {n_params:.1f} M parameters, device {device}, {threads} threads, median of {args.steps}"
         )
-        print("| optimizer | step (ms) | AdamW step (ms) | × AdamW | inner iters |\n|---|---|---|---|---|")
-        adamw = None
-        for name, factory in make_optimizers(net, fused=device.type == "cuda").items():
-            if args.only and name != "AdamW" and name not in args.only:
+        print(
+            f"| optimizer | {what} (ms) | {baseline} {what} (ms) | × {baseline} | inner iters |\n|---|---|---|---|---|"
+        )
+
+        factories = make_optimizers(net, fused=device.type == "cuda")
+        base_opt = None
+        for name, factory in [(baseline, factories.pop(baseline)), *factories.items()]:
+            if args.only and name != baseline and name not in args.only:
                 continue
             net.load_state_dict(initial)
             for p, g in zip(net.parameters(), grads):
                 p.grad = g.clone()
-            if adamw is None:
-                adamw = factory()
+            if base_opt is None:
+                base_opt = factory()
                 continue
-            # AdamW is timed right before each optimizer so that both see the same machine load.
-            base = statistics.median(time_steps(adamw, args.steps, args.warmup, device)) * 1e3
+            # The baseline is timed right before each optimizer so that both see the same machine load.
+            base = timed(base_opt, args, device, net, loss_fn)
             net.load_state_dict(initial)
+            for p, g in zip(net.parameters(), grads):
+                p.grad = g.clone()
             opt = factory()
-            median = statistics.median(time_steps(opt, args.steps, args.warmup, device)) * 1e3
+            median = timed(opt, args, device, net, loss_fn)
             iters = opt.solver_iterations() if hasattr(opt, "solver_iterations") else float("nan")
             iters_s = "" if iters != iters else f"{iters:.1f}"
             print(f"| {name} | {median:.1f} | {base:.1f} | {median / base:.2f} | {iters_s} |", flush=True)

@@ -248,9 +248,10 @@ def flat_views(tensors: list[Tensor], grouped: bool) -> tuple[tuple[int, int, in
     input-wise groups are ``[:, j, :]`` (contiguous tensors, or 4-/5-d channels-last ones, where the groups are
     the innermost axis); ``None`` when the tensors are not all CPU float32 in one such layout."""
     p = tensors[0]
-    if p.device.type != "cpu" or p.dtype != torch.float32 or p.numel() == 0 or (grouped and p.dim() < 2):
+    if not p.is_cpu or p.dtype != torch.float32 or p.numel() == 0 or (grouped and p.dim() < 2):
         return None
-    if any(t.device != p.device or t.dtype != p.dtype or t.shape != p.shape or t.stride() != p.stride()
+    shape_p, stride_p = p.shape, p.stride()
+    if any(not t.is_cpu or t.dtype != p.dtype or t.shape != shape_p or t.stride() != stride_p
            for t in tensors[1:]):  # fmt: skip
         return None
     if p.is_contiguous():
@@ -265,11 +266,12 @@ def flat_views(tensors: list[Tensor], grouped: bool) -> tuple[tuple[int, int, in
         return None
     views = []
     for t in tensors:
-        t = t.detach()
-        flat = (t if perm is None else t.permute(perm)).reshape(-1)
-        if flat.data_ptr() != t.data_ptr():
+        a = (t.detach() if t.requires_grad else t).numpy()
+        if perm is not None:
+            a = a.transpose(perm)
+        if not a.flags.c_contiguous:
             return None
-        views.append(flat.numpy())
+        views.append(a.reshape(-1))
     return shape, views
 
 
