@@ -209,3 +209,41 @@ def test_optimizer_survives_deepcopy_and_pickle():
                 p.grad = torch.randn_like(p)
         clone.step()
         assert clone.solver_iterations() >= 1
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_proxgen_unregularised_kernel_is_torch_adamw(weight_decay):
+    a, b = mixed_net(), mixed_net()
+    ours = ProxGen(a.parameters(), lr=1e-2, weight_decay=weight_decay, fused=True)
+    ref = torch.optim.AdamW(b.parameters(), lr=1e-2, weight_decay=weight_decay, eps=1e-8, foreach=False)
+    gen = torch.Generator().manual_seed(3)
+    for _ in range(5):
+        for p, q in zip(a.parameters(), b.parameters()):
+            p.grad = torch.randn(p.shape, generator=gen)
+            q.grad = p.grad.clone()
+        ours.step()
+        ref.step()
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+
+
+def test_ramda_unregularised_kernel_is_the_closed_form():
+    """λ = 0: W ← (1 − c)W + c(W⁰ − V/(U^{1/3} + ε)), recomputed in float64."""
+    net = mixed_net()
+    w_init = [p.detach().double().numpy().copy() for p in net.parameters()]
+    lr, c, eps = 0.05, 0.3, 1e-6
+    opt = RAMDA(net.parameters(), lr=lr, momentum=c, eps=eps, fused=True)
+    gen = torch.Generator().manual_seed(4)
+    grads = [[torch.randn(p.shape, generator=gen) for p in net.parameters()] for _ in range(3)]
+    for step_grads in grads:
+        for p, g in zip(net.parameters(), step_grads):
+            p.grad = g.clone()
+        opt.step()
+    for i, p in enumerate(net.parameters()):
+        w, v, u = w_init[i].copy(), 0.0, 0.0
+        for k in range(1, 4):
+            g = grads[k - 1][i].double().numpy()
+            s = lr * math.sqrt(k)
+            v, u = v + s * g, u + s * g * g
+            w = (1 - c) * w + c * (w_init[i] - v / (np.cbrt(u) + eps))
+        np.testing.assert_allclose(p.detach().double().numpy(), w, rtol=2e-6, atol=2e-6 * np.abs(w).max())

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import warnings
 
 
 @functools.cache
@@ -15,4 +16,18 @@ def triton_available() -> bool:
 
 @functools.cache
 def numba_available() -> bool:
-    return importlib.util.find_spec("numba") is not None
+    """Whether the numba CPU kernels load. numba missing is silent; numba present but failing to load them (a
+    broken llvmlite, no writable cache directory…) warns once, and the optimizers use the plain-torch path."""
+    if importlib.util.find_spec("numba") is None:
+        return False
+    try:
+        importlib.import_module("ramda.kernels.cpu")
+    except Exception as exc:  # any failure of a third-party JIT to load must not stop training
+        warnings.warn(
+            f"ramda: the numba CPU kernels failed to load ({type(exc).__name__}: {exc}); using the plain-torch "
+            "path (set NUMBA_CACHE_DIR to a writable directory if the error is about caching)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return False
+    return True

@@ -1,4 +1,4 @@
-"""Fused CPU steps (numba) for RAMDA and ProxGen on group-LASSO tensors, and RAMDA's unregularised step.
+"""Fused CPU steps (numba) for RAMDA and ProxGen: group-LASSO tensors, and the unregularised ones.
 
 The plain-torch path makes ~25 memory passes per tensor and step (each foreach/elementwise op is one); these
 kernels make 2 + (Newton steps + 1):
@@ -231,6 +231,20 @@ def _ramda_plain(w, g, v, u, w0, s, eps, mix):  # pragma: no cover
         w[i] = _lerp(w[i], w0[i] - vi / p, mix)
 
 
+@njit(parallel=True, cache=True)
+def _proxgen_plain(w, g, m1, m2, beta1, beta2, bias2_sqrt, step_size, eps):  # pragma: no cover
+    w1, w2 = np.float32(1.0 - beta1), np.float32(1.0 - beta2)
+    beta2, bias2_sqrt = np.float32(beta2), np.float32(bias2_sqrt)
+    step_size, eps = np.float32(step_size), np.float32(eps)
+    for i in prange(w.shape[0]):
+        gi = g[i]
+        mi = _lerp(m1[i], gi, w1)
+        vi = m2[i] * beta2 + w2 * (gi * gi)
+        m1[i] = mi
+        m2[i] = vi
+        w[i] = w[i] - step_size * (mi / (np.sqrt(vi) / bias2_sqrt + eps))
+
+
 class Workspace:
     """The P and b scratch arrays, reused across tensors and steps (fresh multi-MB arrays cost page faults)."""
 
@@ -317,6 +331,13 @@ def proxgen_group_lasso_step(
     _proxgen_group_lasso(w, g, m1, m2, p_buf, b_buf, np.array(shape, np.int64), betas[0], betas[1],
                          math.sqrt(bias2), step_size, eps, c, newton_tol(), max_newton, iters)  # fmt: skip
     return int(iters.max())
+
+
+def proxgen_plain_step(
+    arrays: list[np.ndarray], betas: tuple[float, float], bias2: float, step_size: float, eps: float
+) -> None:
+    """ProxGen's unregularised step (Adam's) in place on (W, G, m, v): W ← W − step_size·m/(√(v/b₂) + ε)."""
+    _proxgen_plain(*arrays, betas[0], betas[1], math.sqrt(bias2), step_size, eps)
 
 
 def ramda_plain_step(arrays: list[np.ndarray], scale: float, eps: float, mix: float) -> None:

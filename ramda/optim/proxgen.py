@@ -20,9 +20,10 @@ class ProxGen(RegularizedOptimizer):
         W ← argmin_Z ⟨(η/b1)·m, Z⟩ + ½⟨Z − W, D⊙(Z − W)⟩ + η λ ψ(Z)
 
     (plain Adam where λ = 0). ``weight_decay`` is AdamW's decoupled decay, applied first (0 by default).
-    ``stop``/``max_iters``/``rtol``/``tol`` as for :class:`ramda.optim.RAMDA`. ``fused``: the numba CPU kernel
-    (:mod:`ramda.kernels.cpu`) for float32 group-LASSO tensors with the exact solver; ``None`` uses it when numba
-    is installed, ``True`` also raises when it is not, ``False`` always takes the plain-torch path.
+    ``stop``/``max_iters``/``rtol``/``tol`` as for :class:`ramda.optim.RAMDA`. ``fused``: the numba CPU kernels
+    (:mod:`ramda.kernels.cpu`) for float32 group-LASSO tensors with the exact solver and for unregularised ones;
+    ``None`` uses them when numba is installed, ``True`` also raises when it is not, ``False`` always takes the
+    plain-torch path.
     """
 
     uses_solver = True
@@ -55,20 +56,26 @@ class ProxGen(RegularizedOptimizer):
         super().__init__(params, defaults)
 
     def _fused_step(self, group: dict[str, Any], reg: Any, p: Tensor, state: dict) -> bool:
-        """Run the CPU kernel on ``p`` when it applies; returns whether it ran."""
-        if group["fused"] is False or p.is_cuda or reg is None or reg.name != "group_lasso":
+        """Run the CPU kernel on ``p`` when one applies (float32 group LASSO with the exact solver, or no
+        regulariser); returns whether it ran."""
+        if group["fused"] is False or p.is_cuda:
             return False
-        if self.stop_of(group, reg) != "exact" or not self._backend_ready(group, "numba", numba_available):
+        exact = reg is not None and reg.name == "group_lasso" and self.stop_of(group, reg) == "exact"
+        if not (exact or reg is None) or not self._backend_ready(group, "numba", numba_available):
             return False
         from ramda.kernels import cpu
 
-        views = cpu.flat_views([p, p.grad, state["exp_avg"], state["exp_avg_sq"]], grouped=True)
+        views = cpu.flat_views([p, p.grad, state["exp_avg"], state["exp_avg_sq"]], grouped=exact)
         if views is None:
             return False
         lr, betas, k = group["lr"], group["betas"], state["step"]
+        bias2, step_size = 1.0 - betas[1] ** k, lr / (1.0 - betas[0] ** k)
+        if not exact:
+            cpu.proxgen_plain_step(views[1], betas, bias2, step_size, group["eps"])
+            return True
         iters = cpu.proxgen_group_lasso_step(
-            *views, self._cpu_workspace(), self._cpu_threads(), betas, 1.0 - betas[1] ** k,
-            lr / (1.0 - betas[0] ** k), group["eps"], lr * group["lam"],
+            *views, self._cpu_workspace(), self._cpu_threads(), betas, bias2, step_size, group["eps"],
+            lr * group["lam"],
         )  # fmt: skip
         self._record_iters(iters, p.device)
         return True
