@@ -80,37 +80,14 @@ def make_optimizers(net: nn.Module, fused: bool) -> dict[str, Callable[[], torch
     }
 
 
-def time_steps(opt: torch.optim.Optimizer, steps: int, warmup: int, device: torch.device) -> list[float]:
+def time_calls(fn: Callable[[], object], steps: int, warmup: int, device: torch.device) -> list[float]:
+    """Seconds per call of ``fn`` after ``warmup`` untimed calls (synchronising CUDA around each)."""
     times = []
     for i in range(warmup + steps):
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        opt.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return times
-
-
-def time_iterations(
-    opt: torch.optim.Optimizer,
-    steps: int,
-    warmup: int,
-    device: torch.device,
-    net: nn.Module,
-    loss_fn: Callable,
-) -> list[float]:
-    """Whole training iterations: zero_grad, forward, backward, step."""
-    times = []
-    for i in range(warmup + steps):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        loss_fn(net).backward()
-        opt.step()
+        fn()
         if device.type == "cuda":
             torch.cuda.synchronize()
         if i >= warmup:
@@ -125,11 +102,15 @@ def timed(
     net: nn.Module,
     loss_fn: Callable,
 ) -> float:
-    """Median milliseconds of ``opt.step()`` or, with ``--iteration``, of a whole training iteration."""
-    if args.iteration:
-        times = time_iterations(opt, args.steps, args.warmup, device, net, loss_fn)
-    else:
-        times = time_steps(opt, args.steps, args.warmup, device)
+    """Median milliseconds of ``opt.step()`` or, with ``--iteration``, of a whole training iteration (zero_grad,
+    forward, backward, step)."""
+
+    def iteration() -> None:
+        opt.zero_grad(set_to_none=True)
+        loss_fn(net).backward()
+        opt.step()
+
+    times = time_calls(iteration if args.iteration else opt.step, args.steps, args.warmup, device)
     return statistics.median(times) * 1e3
 
 

@@ -33,7 +33,7 @@ _U = np.uint64
 
 
 @njit(inline="always", cache=True)
-def _cbrt(x):  # pragma: no cover - compiled
+def _cbrt(x):
     """x^{1/3} for a float32 x ≥ 0 (float64 result that rounds to the correctly rounded float32)."""
     small = x < _FLT_MIN
     xs = np.float32(x * (np.float32(1.0) + np.float32(16777215.0) * np.float32(small)))
@@ -47,7 +47,7 @@ def _cbrt(x):  # pragma: no cover - compiled
 
 
 @njit(inline="always", cache=True)
-def _lerp(w, z, mix):  # pragma: no cover - compiled
+def _lerp(w, z, mix):
     """torch.lerp's formula, so that mix = 1 gives exactly z."""
     if mix < 0.5:
         return w + mix * (z - w)
@@ -55,7 +55,7 @@ def _lerp(w, z, mix):  # pragma: no cover - compiled
 
 
 @njit(inline="always", cache=True)
-def _group_add(x, m, k_size, acc):  # pragma: no cover - compiled
+def _group_add(x, m, k_size, acc):
     """acc[j] += Σ_k x[j·k_size + k] for the m groups of one row span."""
     if k_size == _U(1):
         for jj in range(m):
@@ -69,7 +69,7 @@ def _group_add(x, m, k_size, acc):  # pragma: no cover - compiled
 
 
 @njit(inline="always", cache=True)
-def _group_max(P, base, m, k_size, acc):  # pragma: no cover - compiled
+def _group_max(P, base, m, k_size, acc):
     if k_size == _U(1):
         for jj in range(m):
             acc[jj] = max(acc[jj], P[base + jj])
@@ -82,9 +82,21 @@ def _group_max(P, base, m, k_size, acc):  # pragma: no cover - compiled
 
 
 @njit(inline="always", cache=True)
-def _solve_and_write(
-    w, P, B, n_out, n_in, k_size, j0, m, bsq, pmax, c, mix, tol, max_newton, tmp
-):  # pragma: no cover
+def _block_groups(blk_i, n_in, nblocks):
+    """The groups j0 … j0 + m − 1 of parallel block ``blk_i``."""
+    j0 = _U(blk_i) * n_in // _U(nblocks)
+    return j0, (_U(blk_i) + _U(1)) * n_in // _U(nblocks) - j0
+
+
+@njit(inline="always", cache=True)
+def _row_stats(b2, P, base, m, k_size, bsq, pmax):
+    """Add one row span's b² (``b2``) and max P into the per-group accumulators."""
+    _group_add(b2, m, k_size, bsq)
+    _group_max(P, base, m, k_size, pmax)
+
+
+@njit(inline="always", cache=True)
+def _solve_and_write(w, P, B, n_out, n_in, k_size, j0, m, bsq, pmax, c, mix, tol, max_newton, tmp):
     """Steps 2 and 3 of the module docstring for groups j0 … j0+m−1; returns the Newton steps taken."""
     L = m * k_size
     cf = np.float32(c)
@@ -148,22 +160,16 @@ def _solve_and_write(
 
 
 @njit(parallel=True, cache=True)
-def _ramda_group_lasso(
-    w, g, v, u, w0, P, B, shape, s, eps, c, mix, tol, max_newton, iters
-):  # pragma: no cover
+def _ramda_group_lasso(w, g, v, u, w0, P, B, shape, s, eps, c, mix, tol, max_newton, iters):
     n_out, n_in, k_size = _U(shape[0]), _U(shape[1]), _U(shape[2])
     nblocks = iters.shape[0]
     s, eps, mix = np.float32(s), np.float32(eps), np.float32(mix)
     for blk_i in prange(nblocks):
-        j0 = _U(blk_i) * n_in // _U(nblocks)
-        m = (_U(blk_i) + _U(1)) * n_in // _U(nblocks) - j0
-        L = m * k_size
-        bsq = np.zeros(m)
-        pmax = np.zeros(m, np.float32)
-        tmp = np.empty(L)
+        j0, m = _block_groups(blk_i, n_in, nblocks)
+        bsq, pmax, tmp = np.zeros(m), np.zeros(m, np.float32), np.empty(m * k_size)
         for o in range(n_out):
             base = (o * n_in + j0) * k_size
-            for e in range(L):
+            for e in range(m * k_size):
                 i = base + e
                 gi = g[i]
                 vi = v[i] + s * gi
@@ -175,8 +181,7 @@ def _ramda_group_lasso(
                 P[i] = p
                 B[i] = b
                 tmp[e] = np.float64(b) * b
-            _group_add(tmp, m, k_size, bsq)
-            _group_max(P, base, m, k_size, pmax)
+            _row_stats(tmp, P, base, m, k_size, bsq, pmax)
         iters[blk_i] = _solve_and_write(
             w, P, B, n_out, n_in, k_size, j0, m, bsq, pmax, c, mix, tol, max_newton, tmp
         )
@@ -184,22 +189,18 @@ def _ramda_group_lasso(
 
 @njit(parallel=True, cache=True)
 def _proxgen_group_lasso(w, g, m1, m2, P, B, shape, beta1, beta2, bias2_sqrt, step_size, eps, c, tol, max_newton,
-                         iters):  # fmt: skip  # pragma: no cover
+                         iters):  # fmt: skip
     n_out, n_in, k_size = _U(shape[0]), _U(shape[1]), _U(shape[2])
     nblocks = iters.shape[0]
     w1, w2 = np.float32(1.0 - beta1), np.float32(1.0 - beta2)
     beta2, bias2_sqrt = np.float32(beta2), np.float32(bias2_sqrt)
     step_size, eps = np.float32(step_size), np.float32(eps)
     for blk_i in prange(nblocks):
-        j0 = _U(blk_i) * n_in // _U(nblocks)
-        m = (_U(blk_i) + _U(1)) * n_in // _U(nblocks) - j0
-        L = m * k_size
-        bsq = np.zeros(m)
-        pmax = np.zeros(m, np.float32)
-        tmp = np.empty(L)
+        j0, m = _block_groups(blk_i, n_in, nblocks)
+        bsq, pmax, tmp = np.zeros(m), np.zeros(m, np.float32), np.empty(m * k_size)
         for o in range(n_out):
             base = (o * n_in + j0) * k_size
-            for e in range(L):
+            for e in range(m * k_size):
                 i = base + e
                 gi = g[i]
                 mi = _lerp(m1[i], gi, w1)
@@ -211,15 +212,14 @@ def _proxgen_group_lasso(w, g, m1, m2, P, B, shape, beta1, beta2, bias2_sqrt, st
                 P[i] = p
                 B[i] = b
                 tmp[e] = np.float64(b) * b
-            _group_add(tmp, m, k_size, bsq)
-            _group_max(P, base, m, k_size, pmax)
+            _row_stats(tmp, P, base, m, k_size, bsq, pmax)
         iters[blk_i] = _solve_and_write(
             w, P, B, n_out, n_in, k_size, j0, m, bsq, pmax, c, np.float32(1.0), tol, max_newton, tmp
         )
 
 
 @njit(parallel=True, cache=True)
-def _ramda_plain(w, g, v, u, w0, s, eps, mix):  # pragma: no cover
+def _ramda_plain(w, g, v, u, w0, s, eps, mix):
     s, eps, mix = np.float32(s), np.float32(eps), np.float32(mix)
     for i in prange(w.shape[0]):
         gi = g[i]
@@ -232,7 +232,7 @@ def _ramda_plain(w, g, v, u, w0, s, eps, mix):  # pragma: no cover
 
 
 @njit(parallel=True, cache=True)
-def _proxgen_plain(w, g, m1, m2, beta1, beta2, bias2_sqrt, step_size, eps):  # pragma: no cover
+def _proxgen_plain(w, g, m1, m2, beta1, beta2, bias2_sqrt, step_size, eps):
     w1, w2 = np.float32(1.0 - beta1), np.float32(1.0 - beta2)
     beta2, bias2_sqrt = np.float32(beta2), np.float32(bias2_sqrt)
     step_size, eps = np.float32(step_size), np.float32(eps)

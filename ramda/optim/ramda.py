@@ -75,7 +75,11 @@ class RAMDA(RegularizedOptimizer):
                 p, p.grad, state["v"], state["u"], state["w0"], scale, group["eps"], t, group["momentum"]
             )
             return True
-        if not (exact or reg is None) or not self._backend_ready(group, "numba", numba_available):
+        if (
+            not p.is_cpu
+            or not (exact or reg is None)
+            or not self._backend_ready(group, "numba", numba_available)
+        ):
             return False
         from ramda.kernels import cpu
 
