@@ -73,30 +73,30 @@ def lambda_splitting_groups(w0, grads, lr, eps):
 
 
 @pytest.mark.parametrize(
-    "shape, channels_last",
+    "shape, layout",
     [
-        ((6, 5, 3, 3), False),
-        ((7, 9, 1, 1), False),
-        ((5, 12), False),
-        ((6, 5, 3, 3), True),
-        ((4, 3, 5), False),
+        ((6, 5, 3, 3), torch.contiguous_format),
+        ((7, 9, 1, 1), torch.contiguous_format),
+        ((5, 12), torch.contiguous_format),
+        ((4, 3, 5), torch.contiguous_format),
+        ((6, 5, 3, 3), torch.channels_last),
+        ((4, 6, 2, 3, 3), torch.channels_last_3d),
     ],
 )
-def test_ramda_kernel_solves_the_subproblem(shape, channels_last):
+def test_ramda_kernel_solves_the_subproblem(shape, layout):
     torch.manual_seed(0)
     small = torch.ones(shape[1]).view(1, -1, *([1] * (len(shape) - 2)))
     small[:, ::2] = 0.1  # every other group ten times smaller: a clear gap for the zero threshold
-    w = nn.Parameter(torch.randn(shape) * small)
-    if channels_last:
-        w = nn.Parameter(w.detach().to(memory_format=torch.channels_last))
+    w = nn.Parameter((torch.randn(shape) * small).contiguous(memory_format=layout))
     w0 = w.detach().double().numpy().copy()
     lr, eps = 0.3, 1e-6
     grads = [torch.randn(shape) * small for _ in range(3)]
     lam = lambda_splitting_groups(w0, [g.double().numpy() for g in grads], lr, eps)
     opt = RAMDA([{"params": [w], "lam": lam}], lr=lr, momentum=1.0, eps=eps, fused=True)
     for g in grads:
-        w.grad = g.to(memory_format=torch.channels_last) if channels_last else g.clone()
+        w.grad = g.clone(memory_format=layout)
         opt.step()
+    assert opt._workspace is not None, "the tensor should have taken the fused kernel"
     want = reference_ramda(w0, [g.double().numpy() for g in grads], lr, lam, eps)
     got = w.detach().double().numpy()
     zero = np.abs(want).max(axis=tuple(i for i in range(w0.ndim) if i != 1)) == 0
