@@ -160,7 +160,7 @@ class GroupLasso(Regularizer):
         if newton_tol is None:
             newton_tol = 64 * torch.finfo(p.dtype).eps
         c = t * self.weight(neg_b)
-        c_t = torch.tensor(c, dtype=p.dtype, device=p.device)
+        c_t = torch.full((), c, dtype=p.dtype, device=p.device)  # a fill, not a host-to-device copy
         bn = self.norms(neg_b)
         nonzero = bn > c
         rho = torch.relu(bn - c) / self.group_max(p)

@@ -280,6 +280,21 @@ def test_state_dict_moves_across_devices():
         assert opt2.state[p]["v"].device.type == "cuda"
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA to detect host-device synchronisation")
+@pytest.mark.parametrize(("cls", "kw"), [(RAMDA, {}), (RAMDA, {"fused": False}), (ProxGen, {}), (RMDA, {})])
+def test_default_step_never_synchronises_with_the_gpu(cls, kw):
+    model = tiny_cnn(11).cuda()
+    opt = cls(param_groups(model, 1e-3), **kw)
+    grads = [[g.cuda() for g in step] for step in random_grads(model, 3)]
+    run_steps(model, opt, grads[:1])  # the first step compiles kernels and allocates state
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        run_steps(model, opt, grads[1:])
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
