@@ -247,3 +247,19 @@ def test_ramda_unregularised_kernel_is_the_closed_form():
             v, u = v + s * g, u + s * g * g
             w = (1 - c) * w + c * (w_init[i] - v / (np.cbrt(u) + eps))
         np.testing.assert_allclose(p.detach().double().numpy(), w, rtol=2e-6, atol=2e-6 * np.abs(w).max())
+
+
+@pytest.mark.parametrize("cls", [RAMDA, ProxGen])
+def test_state_dict_saved_before_the_fused_option_still_loads(cls):
+    net = mixed_net()
+    opt = cls(param_groups(net, 0.1))
+    for p in net.parameters():
+        p.grad = torch.randn_like(p)
+    opt.step()
+    old = opt.state_dict()
+    for group in old["param_groups"]:
+        del group["fused"]
+    resumed = cls(param_groups(net, 0.1))
+    resumed.load_state_dict(old)
+    resumed.step()
+    assert resumed.solver_iterations() >= 1

@@ -58,7 +58,7 @@ class ProxGen(RegularizedOptimizer):
     def _fused_step(self, group: dict[str, Any], reg: Any, p: Tensor, state: dict) -> bool:
         """Run the CPU kernel on ``p`` when one applies (float32 group LASSO with the exact solver, or no
         regulariser); returns whether it ran."""
-        if group["fused"] is False or not p.is_cpu:
+        if group.get("fused") is False or not p.is_cpu:
             return False
         exact = reg is not None and reg.name == "group_lasso" and self.stop_of(group, reg) == "exact"
         if not (exact or reg is None) or not self._backend_ready(group, "numba", numba_available):

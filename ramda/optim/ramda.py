@@ -64,7 +64,7 @@ class RAMDA(RegularizedOptimizer):
     def _fused_step(self, group: dict[str, Any], reg: Any, p: Tensor, state: dict, scale: float) -> bool:
         """Run the fused kernel on ``p`` when one applies (module docstring of :mod:`ramda.kernels`); returns
         whether it ran."""
-        if group["fused"] is False:
+        if group.get("fused") is False:
             return False
         exact = reg is not None and reg.name == "group_lasso" and self.stop_of(group, reg) == "exact"
         t = state["alpha"] * group["lam"]
