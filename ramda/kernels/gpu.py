@@ -1,6 +1,7 @@
-"""A fused Triton kernel for one RAMDA step on a group-LASSO tensor (the GPU fast path).
+"""Fused Triton kernels for one RAMDA or ProxGen step on a group-LASSO tensor (the GPU fast path).
 
-One program handles one input-wise group g end to end, with the group held in registers:
+One program handles one input-wise group g end to end, with the group held in registers (RAMDA shown;
+ProxGen's first line is its Adam moments, P_g = √(v_g/b₂) + ε, b_g = P_g⊙W_g − (η/b₁)·m_g, and m = 1):
 
     V_g += s·G_g;  U_g += s·G_g⊙G_g;  P_g = U_g^{1/3} + ε;  b_g = P_g⊙W⁰_g − V_g
     ‖b_g‖ ≤ c  →  W̃_g = 0  (c = αλ√|g|)
@@ -9,8 +10,8 @@ One program handles one input-wise group g end to end, with the group held in re
     W_g ← W_g + m·(W̃_g − W_g)   (exactly W̃_g when the momentum m is 1)
 
 so each element of W, G, V, U, W⁰ is read once and W, V, U written once — the memory traffic of AdamW. The
-plain-torch path (:mod:`ramda.solver`, ``stop="exact"``) computes the same thing; tests run this kernel on the CPU
-under ``TRITON_INTERPRET=1`` and compare the two.
+plain-torch path (:mod:`ramda.solver`, ``stop="exact"``) computes the same thing; tests run these kernels on the
+CPU under ``TRITON_INTERPRET=1`` and compare the two.
 """
 
 from __future__ import annotations
@@ -29,69 +30,52 @@ NEWTON_TOL = 64 * torch.finfo(torch.float32).eps
 
 
 @functools.cache
-def _kernel():
-    import triton
-    import triton.language as tl
+def _kernels() -> dict:
+    """The kernels, compiled on first use (Triton is imported only when a CUDA step needs it)."""
+    from ramda.kernels import _triton
 
-    @triton.jit
-    def ramda_group_lasso_step(
-        W, G, V, U, W0,
-        n_out, kw, K, s0, s1, s2, s3,
-        scale, eps, c, mix, tol,
-        BLOCK: tl.constexpr, NEWTON: tl.constexpr,
-    ):  # fmt: skip
-        j = tl.program_id(0)
-        e = tl.arange(0, BLOCK)
-        mask = e < n_out * K
-        o = e // K
-        k = e % K
-        off = o * s0 + j * s1 + (k // kw) * s2 + (k % kw) * s3
-        g = tl.load(G + off, mask=mask, other=0.0)
-        v = tl.load(V + off, mask=mask, other=0.0) + scale * g
-        u = tl.load(U + off, mask=mask, other=0.0) + scale * g * g
-        tl.store(V + off, v, mask=mask)
-        tl.store(U + off, u, mask=mask)
-        p = tl.where(u > 0, tl.exp(tl.log(u) / 3.0), 0.0) + eps
-        nb = tl.where(mask, v - p * tl.load(W0 + off, mask=mask, other=0.0), 0.0)
-        bn = tl.sqrt(tl.sum(nb * nb))
-        pmax = tl.max(tl.where(mask, p, 0.0))
-        nonzero = bn > c
-        rho = tl.maximum(bn - c, 0.0) / pmax
-        for _ in tl.static_range(NEWTON):
-            d = p * rho + c
-            r = nb / d
-            f = tl.sqrt(tl.sum(r * r))
-            s3 = tl.sum(r * r * p / d)
-            moving = nonzero & (tl.abs(f - 1.0) > tol)
-            rho = tl.where(moving, tl.maximum(rho + f * f * (f - 1.0) / tl.where(moving, s3, 1.0), 0.0), rho)
-        z = tl.where(nonzero, -(nb * rho) / (p * rho + c), 0.0)
-        w = tl.load(W + off, mask=mask, other=0.0)
-        w = tl.where(mix == 1.0, z, w + mix * (z - w))
-        tl.store(W + off, w, mask=mask)
-
-    return ramda_group_lasso_step
+    return {"ramda": _triton.ramda_step, "proxgen": _triton.proxgen_step}
 
 
-def fused_supported(p: Tensor) -> bool:
-    """Whether :func:`ramda_group_lasso_step` handles this tensor (float32, 2–4 dims, group fits registers)."""
-    return p.dtype == torch.float32 and 2 <= p.dim() <= 4 and p.numel() // p.shape[1] <= MAX_GROUP
+def fused_supported(tensors: list[Tensor]) -> bool:
+    """Whether the kernels handle these tensors: float32, 2–4 dims, one memory layout, a group that fits the
+    registers of one program."""
+    p = tensors[0]
+    return (
+        p.dtype == torch.float32
+        and 2 <= p.dim() <= 4
+        and p.numel() // p.shape[1] <= MAX_GROUP
+        and all(t.dtype == p.dtype and t.shape == p.shape and t.stride() == p.stride() for t in tensors[1:])
+    )
+
+
+def _launch(name: str, tensors: list[Tensor], scalars: tuple, t: float, tail: tuple = ()) -> None:
+    """One program per input-wise group; the kernel's scalars are ``scalars``, c = t·√|g|, ``tail``, tol."""
+    w = tensors[0]
+    shape = list(w.shape) + [1] * (4 - w.dim())
+    strides = list(w.stride()) + [0] * (4 - w.dim())
+    n_out, n_in, kh, kw = shape
+    group = n_out * kh * kw
+    block = max(16, 1 << (group - 1).bit_length())
+    _kernels()[name][(n_in,)](
+        *tensors, n_out, kw, kh * kw, *strides, *scalars, t * math.sqrt(group), *tail, NEWTON_TOL,
+        BLOCK=block, NEWTON=NEWTON_STEPS, num_warps=8 if block >= 4096 else 4,
+    )  # fmt: skip
 
 
 def ramda_group_lasso_step(
     w: Tensor, grad: Tensor, v: Tensor, u: Tensor, w0: Tensor, scale: float, eps: float, t: float, mix: float
 ) -> None:
-    """One fused RAMDA step in place on ``w``, ``v``, ``u`` (``t`` = αλ; see the module docstring)."""
-    shape = list(w.shape) + [1] * (4 - w.dim())
-    strides = list(w.stride()) + [0] * (4 - w.dim())
-    tensors = [w, grad, v, u, w0]
-    if any(x.stride() != w.stride() for x in tensors):
-        raise ValueError("fused RAMDA step needs the weight, gradient and state in one memory layout")
-    n_out, n_in, kh, kw = shape
-    group = n_out * kh * kw
-    block = max(16, 1 << (group - 1).bit_length())
-    _kernel()[(n_in,)](
-        w, grad, v, u, w0,
-        n_out, kw, kh * kw, *strides,
-        scale, eps, t * math.sqrt(group), mix, NEWTON_TOL,
-        BLOCK=block, NEWTON=NEWTON_STEPS, num_warps=8 if block >= 4096 else 4,
-    )  # fmt: skip
+    """One fused RAMDA step in place on ``w``, ``v``, ``u`` (``t`` = αλ; see the module docstring). The caller
+    checks :func:`fused_supported`."""
+    _launch("ramda", [w, grad, v, u, w0], (scale, eps), t, (mix,))
+
+
+def proxgen_group_lasso_step(
+    w: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, betas: tuple[float, float], bias2: float,
+    step_size: float, eps: float, t: float,
+) -> None:  # fmt: skip
+    """One fused ProxGen step in place on ``w`` and the Adam moments (``t`` = ηλ, ``bias2`` = 1 − β₂ᵏ):
+    m, v updated, P = √(v/b₂) + ε, then the subproblem with V = step_size·m and W⁰ = W, W ← W̃."""
+    scalars = (1.0 - betas[0], betas[1], 1.0 - betas[1], math.sqrt(bias2), step_size, eps)
+    _launch("proxgen", [w, grad, exp_avg, exp_avg_sq], scalars, t)

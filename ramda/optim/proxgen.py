@@ -9,7 +9,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ramda.kernels import numba_available
+from ramda.kernels import numba_available, triton_available
+from ramda.kernels.gpu import fused_supported as gpu_supported
+from ramda.kernels.gpu import proxgen_group_lasso_step as gpu_proxgen_step
 from ramda.optim.base import RegularizedOptimizer
 from ramda.solver import solve
 
@@ -20,10 +22,10 @@ class ProxGen(RegularizedOptimizer):
         W ← argmin_Z ⟨(η/b1)·m, Z⟩ + ½⟨Z − W, D⊙(Z − W)⟩ + η λ ψ(Z)
 
     (plain Adam where λ = 0). ``weight_decay`` is AdamW's decoupled decay, applied first (0 by default).
-    ``stop``/``max_iters``/``rtol``/``tol`` as for :class:`ramda.optim.RAMDA`. ``fused``: the numba CPU kernels
-    (:mod:`ramda.kernels.cpu`) for float32 group-LASSO tensors with the exact solver and for unregularised ones;
-    ``None`` uses them when numba is installed, ``True`` also raises when it is not, ``False`` always takes the
-    plain-torch path.
+    ``stop``/``max_iters``/``rtol``/``tol`` as for :class:`ramda.optim.RAMDA`. ``fused``: the fused kernels of
+    :mod:`ramda.kernels` for float32 group-LASSO tensors with the exact solver (Triton on CUDA, numba on the CPU)
+    and, on the CPU, for unregularised ones; ``None`` uses them where Triton / numba is installed, ``True`` also
+    raises when the needed one is missing, ``False`` always takes the plain-torch path.
     """
 
     uses_solver = True
@@ -56,27 +58,38 @@ class ProxGen(RegularizedOptimizer):
         super().__init__(params, defaults)
 
     def _fused_step(self, group: dict[str, Any], reg: Any, p: Tensor, state: dict) -> bool:
-        """Run the CPU kernel on ``p`` when one applies (float32 group LASSO with the exact solver, or no
-        regulariser); returns whether it ran."""
-        if group.get("fused") is False or not p.is_cpu:
+        """Run a fused kernel on ``p`` when one applies (float32 group LASSO with the exact solver, on the CPU or
+        CUDA; or no regulariser, on the CPU); returns whether it ran."""
+        if group.get("fused") is False:
             return False
         exact = reg is not None and reg.name == "group_lasso" and self.stop_of(group, reg) == "exact"
-        if not (exact or reg is None) or not self._backend_ready(group, "numba", numba_available):
+        lr, betas, k = group["lr"], group["betas"], state["step"]
+        bias2, step_size, t = 1.0 - betas[1] ** k, lr / (1.0 - betas[0] ** k), lr * group["lam"]
+        tensors = [p, p.grad, state["exp_avg"], state["exp_avg_sq"]]
+        if p.is_cuda:
+            if not (
+                exact and gpu_supported(tensors) and self._backend_ready(group, "triton", triton_available)
+            ):
+                return False
+            gpu_proxgen_step(*tensors, betas, bias2, step_size, group["eps"], t)
+            return True
+        if (
+            not p.is_cpu
+            or not (exact or reg is None)
+            or not self._backend_ready(group, "numba", numba_available)
+        ):
             return False
         from ramda.kernels import cpu
 
-        views = cpu.flat_views([p, p.grad, state["exp_avg"], state["exp_avg_sq"]], grouped=exact)
+        views = cpu.flat_views(tensors, grouped=exact)
         if views is None:
             return False
-        lr, betas, k = group["lr"], group["betas"], state["step"]
-        bias2, step_size = 1.0 - betas[1] ** k, lr / (1.0 - betas[0] ** k)
         if not exact:
             cpu.proxgen_plain_step(views[1], betas, bias2, step_size, group["eps"])
             return True
         iters = cpu.proxgen_group_lasso_step(
-            *views, self._cpu_workspace(), self._cpu_threads(), betas, bias2, step_size, group["eps"],
-            lr * group["lam"],
-        )  # fmt: skip
+            *views, self._cpu_workspace(), self._cpu_threads(), betas, bias2, step_size, group["eps"], t
+        )
         self._record_iters(iters, p.device)
         return True
 

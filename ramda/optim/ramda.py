@@ -69,11 +69,12 @@ class RAMDA(RegularizedOptimizer):
         exact = reg is not None and reg.name == "group_lasso" and self.stop_of(group, reg) == "exact"
         t = state["alpha"] * group["lam"]
         if p.is_cuda:
-            if not (exact and gpu_supported(p) and self._backend_ready(group, "triton", triton_available)):
+            tensors = [p, p.grad, state["v"], state["u"], state["w0"]]
+            if not (
+                exact and gpu_supported(tensors) and self._backend_ready(group, "triton", triton_available)
+            ):
                 return False
-            gpu_ramda_step(
-                p, p.grad, state["v"], state["u"], state["w0"], scale, group["eps"], t, group["momentum"]
-            )
+            gpu_ramda_step(*tensors, scale, group["eps"], t, group["momentum"])
             return True
         if (
             not p.is_cpu
