@@ -186,9 +186,9 @@ def test_tensors_the_kernel_does_not_handle_take_the_torch_path():
 
 
 def test_fused_true_without_numba_raises_and_default_falls_back(monkeypatch):
-    import ramda.optim.ramda as ramda_module
+    import ramda.optim.base as base_module
 
-    monkeypatch.setattr(ramda_module, "numba_available", lambda: False)
+    monkeypatch.setattr(base_module, "numba_available", lambda: False)
     net = mixed_net()
     for p in net.parameters():
         p.grad = torch.randn_like(p)

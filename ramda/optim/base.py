@@ -10,6 +10,8 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from ramda.kernels import numba_available, triton_available
+from ramda.kernels.gpu import fused_supported as gpu_supported
 from ramda.regularizers import Regularizer, get_regularizer
 from ramda.solver import STOP_MODES, default_stop
 
@@ -80,6 +82,35 @@ class RegularizedOptimizer(Optimizer):
     @staticmethod
     def stop_of(group: dict[str, Any], reg: Regularizer) -> str:
         return group.get("stop") or default_stop(reg)
+
+    def _fused_route(
+        self, group: dict[str, Any], reg: Regularizer | None, tensors: list[Tensor]
+    ) -> tuple[str, Any]:
+        """Which fused kernel of :mod:`ramda.kernels` takes ``tensors`` (the parameter, its gradient, then the
+        state): ``("gpu", None)``, ``("cpu", (shape, flat arrays))`` for group LASSO with the exact solver,
+        ``("cpu_plain", (shape, flat arrays))`` without a regulariser, or ``("", None)`` for the plain-torch
+        path."""
+        p = tensors[0]
+        exact = reg is not None and reg.name == "group_lasso" and self.stop_of(group, reg) == "exact"
+        if group.get("fused") is False:
+            return "", None
+        if p.is_cuda:
+            ready = (
+                exact and gpu_supported(tensors) and self._backend_ready(group, "triton", triton_available)
+            )
+            return ("gpu", None) if ready else ("", None)
+        if (
+            not p.is_cpu
+            or not (exact or reg is None)
+            or not self._backend_ready(group, "numba", numba_available)
+        ):
+            return "", None
+        from ramda.kernels import cpu
+
+        views = cpu.flat_views(tensors, grouped=exact)
+        if views is None:
+            return "", None
+        return ("cpu" if exact else "cpu_plain"), views
 
     @staticmethod
     def _backend_ready(group: dict[str, Any], name: str, available: Callable[[], bool]) -> bool:

@@ -9,9 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ramda.kernels import numba_available, triton_available
-from ramda.kernels.gpu import fused_supported as gpu_supported
-from ramda.kernels.gpu import proxgen_group_lasso_step as gpu_proxgen_step
+from ramda.kernels import gpu
 from ramda.optim.base import RegularizedOptimizer
 from ramda.solver import solve
 
@@ -58,40 +56,22 @@ class ProxGen(RegularizedOptimizer):
         super().__init__(params, defaults)
 
     def _fused_step(self, group: dict[str, Any], reg: Any, p: Tensor, state: dict) -> bool:
-        """Run a fused kernel on ``p`` when one applies (float32 group LASSO with the exact solver, on the CPU or
-        CUDA; or no regulariser, on the CPU); returns whether it ran."""
-        if group.get("fused") is False:
-            return False
-        exact = reg is not None and reg.name == "group_lasso" and self.stop_of(group, reg) == "exact"
-        lr, betas, k = group["lr"], group["betas"], state["step"]
-        bias2, step_size, t = 1.0 - betas[1] ** k, lr / (1.0 - betas[0] ** k), lr * group["lam"]
+        """Run the fused kernel on ``p`` when one applies (see :meth:`_fused_route`); returns whether it ran."""
         tensors = [p, p.grad, state["exp_avg"], state["exp_avg_sq"]]
-        if p.is_cuda:
-            if not (
-                exact and gpu_supported(tensors) and self._backend_ready(group, "triton", triton_available)
-            ):
-                return False
-            gpu_proxgen_step(*tensors, betas, bias2, step_size, group["eps"], t)
-            return True
-        if (
-            not p.is_cpu
-            or not (exact or reg is None)
-            or not self._backend_ready(group, "numba", numba_available)
-        ):
-            return False
-        from ramda.kernels import cpu
-
-        views = cpu.flat_views(tensors, grouped=exact)
-        if views is None:
-            return False
-        if not exact:
-            cpu.proxgen_plain_step(views[1], betas, bias2, step_size, group["eps"])
-            return True
-        iters = cpu.proxgen_group_lasso_step(
-            *views, self._cpu_workspace(), self._cpu_threads(), betas, bias2, step_size, group["eps"], t
-        )
-        self._record_iters(iters, p.device)
-        return True
+        route, views = self._fused_route(group, reg, tensors)
+        lr, betas, k, eps = group["lr"], group["betas"], state["step"], group["eps"]
+        bias2, step_size, t = 1.0 - betas[1] ** k, lr / (1.0 - betas[0] ** k), lr * group["lam"]
+        if route.startswith("cpu"):
+            from ramda.kernels import cpu  # numba loads only when a CPU kernel runs
+        if route == "gpu":
+            gpu.proxgen_group_lasso_step(*tensors, betas, bias2, step_size, eps, t)
+        elif route == "cpu_plain":
+            cpu.proxgen_plain_step(views[1], betas, bias2, step_size, eps)
+        elif route == "cpu":
+            workspace, threads = self._cpu_workspace(), self._cpu_threads()
+            iters = cpu.proxgen_group_lasso_step(*views, workspace, threads, betas, bias2, step_size, eps, t)
+            self._record_iters(iters, p.device)
+        return bool(route)
 
     def _group_step(self, group: dict[str, Any], params: list[Tensor]) -> None:
         lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]

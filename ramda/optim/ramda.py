@@ -9,9 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ramda.kernels import numba_available, triton_available
-from ramda.kernels.gpu import fused_supported as gpu_supported
-from ramda.kernels.gpu import ramda_group_lasso_step as gpu_ramda_step
+from ramda.kernels import gpu
 from ramda.optim.base import RegularizedOptimizer, add_scaled, dual_averaging_state, mix
 from ramda.solver import solve
 
@@ -62,47 +60,21 @@ class RAMDA(RegularizedOptimizer):
         super().__init__(params, defaults)
 
     def _fused_step(self, group: dict[str, Any], reg: Any, p: Tensor, state: dict, scale: float) -> bool:
-        """Run the fused kernel on ``p`` when one applies (module docstring of :mod:`ramda.kernels`); returns
-        whether it ran."""
-        if group.get("fused") is False:
-            return False
-        exact = reg is not None and reg.name == "group_lasso" and self.stop_of(group, reg) == "exact"
-        t = state["alpha"] * group["lam"]
-        if p.is_cuda:
-            tensors = [p, p.grad, state["v"], state["u"], state["w0"]]
-            if not (
-                exact and gpu_supported(tensors) and self._backend_ready(group, "triton", triton_available)
-            ):
-                return False
-            gpu_ramda_step(*tensors, scale, group["eps"], t, group["momentum"])
-            return True
-        if (
-            not p.is_cpu
-            or not (exact or reg is None)
-            or not self._backend_ready(group, "numba", numba_available)
-        ):
-            return False
-        from ramda.kernels import cpu
-
-        views = cpu.flat_views([p, p.grad, state["v"], state["u"], state["w0"]], grouped=exact)
-        if views is None:
-            return False
-        shape, arrays = views
-        if not exact:
-            cpu.ramda_plain_step(arrays, scale, group["eps"], group["momentum"])
-            return True
-        iters = cpu.ramda_group_lasso_step(
-            shape,
-            arrays,
-            self._cpu_workspace(),
-            self._cpu_threads(),
-            scale,
-            group["eps"],
-            t,
-            group["momentum"],
-        )
-        self._record_iters(iters, p.device)
-        return True
+        """Run the fused kernel on ``p`` when one applies (see :meth:`_fused_route`); returns whether it ran."""
+        tensors = [p, p.grad, state["v"], state["u"], state["w0"]]
+        route, views = self._fused_route(group, reg, tensors)
+        t, eps, momentum = state["alpha"] * group["lam"], group["eps"], group["momentum"]
+        if route.startswith("cpu"):
+            from ramda.kernels import cpu  # numba loads only when a CPU kernel runs
+        if route == "gpu":
+            gpu.ramda_group_lasso_step(*tensors, scale, eps, t, momentum)
+        elif route == "cpu_plain":
+            cpu.ramda_plain_step(views[1], scale, eps, momentum)
+        elif route == "cpu":
+            workspace, threads = self._cpu_workspace(), self._cpu_threads()
+            iters = cpu.ramda_group_lasso_step(*views, workspace, threads, scale, eps, t, momentum)
+            self._record_iters(iters, p.device)
+        return bool(route)
 
     def _eager_step(
         self, group: dict[str, Any], reg: Any, params: list[Tensor], states: list[dict], scales: list[float]
