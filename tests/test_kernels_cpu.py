@@ -263,3 +263,13 @@ def test_state_dict_saved_before_the_fused_option_still_loads(cls):
     resumed.load_state_dict(old)
     resumed.step()
     assert resumed.solver_iterations() >= 1
+
+
+@pytest.mark.parametrize("cls", [RAMDA, ProxGen])
+def test_zero_size_tensors_are_skipped(cls):
+    net = nn.Sequential(nn.Linear(0, 5), nn.Linear(5, 3))
+    for p in net.parameters():
+        p.grad = torch.ones_like(p)
+    for fused in (None, False):
+        cls(param_groups(net, 0.1), fused=fused).step()
+    assert net[0].weight.shape == (5, 0)

@@ -44,6 +44,7 @@ def fused_supported(tensors: list[Tensor]) -> bool:
     return (
         p.dtype == torch.float32
         and 2 <= p.dim() <= 4
+        and p.numel() > 0
         and p.numel() // p.shape[1] <= MAX_GROUP
         and all(t.dtype == p.dtype and t.shape == p.shape and t.stride() == p.stride() for t in tensors[1:])
     )

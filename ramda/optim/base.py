@@ -188,7 +188,7 @@ class RegularizedOptimizer(Optimizer):
 
     @staticmethod
     def _with_grads(group: dict[str, Any]) -> list[Tensor]:
-        params = [p for p in group["params"] if p.grad is not None]
+        params = [p for p in group["params"] if p.grad is not None and p.numel() > 0]  # empty: nothing to do
         for p in params:
             if p.grad.is_sparse:
                 raise RuntimeError("sparse gradients are not supported")
