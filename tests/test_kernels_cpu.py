@@ -265,6 +265,7 @@ def test_state_dict_saved_before_the_fused_option_still_loads(cls):
     assert resumed.solver_iterations() >= 1
 
 
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors is a no-op")
 @pytest.mark.parametrize("cls", [RAMDA, ProxGen])
 def test_zero_size_tensors_are_skipped(cls):
     net = nn.Sequential(nn.Linear(0, 5), nn.Linear(5, 3))
