@@ -1,6 +1,6 @@
 """Regularisers ψ with their prox, subgradients and the per-group pieces the subproblem solver needs.
 
-Every regulariser acts on one parameter tensor. Group-structured ones use the paper's layout (SPEC §1): a group
+Every regulariser acts on one parameter tensor. Group-structured ones use the paper's layout (docs/math.md#group-structure): a group
 is one *input* slice ``W[:, j, ...]`` (axis 1), so a Conv weight ``[out, in, *k]`` has ``in`` groups of
 ``out·prod(k)`` entries and a Linear/LSTM weight ``[out, in]`` has ``in`` column groups of ``out`` entries.
 

@@ -1,4 +1,4 @@
-"""The inexact subproblem solver of SPEC §3.
+"""The inexact subproblem solver (docs/math.md#the-subproblem-solver).
 
 Solves, for one tensor and a diagonal preconditioner P > 0,
 

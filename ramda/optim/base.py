@@ -255,7 +255,7 @@ class RegularizedOptimizer(Optimizer):
         raise NotImplementedError
 
     def _restart_dual_averaging(self, sums: tuple[str, ...]) -> None:
-        """Dual-averaging restart (SPEC §4): W⁰ ← W; the running ``sums``, α and k ← 0."""
+        """Dual-averaging restart (docs/math.md#restarts): W⁰ ← W; the running ``sums``, α and k ← 0."""
         for group in self.param_groups:
             for p in group["params"]:
                 state = self.state.get(p)

@@ -1,4 +1,4 @@
-"""ProxGen (NeurIPS'21) with AdamW as the base method, solved by the inexact solver (SPEC §2, §3)."""
+"""ProxGen (NeurIPS'21) with AdamW as the base method, solved by the inexact solver (docs/math.md#proxgen)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""ProxSGD (ICLR'20) with a unit-stepsize prox so that structure appears (SPEC §2)."""
+"""ProxSGD (ICLR'20) with a unit-stepsize prox so that structure appears (docs/math.md#proxsgd)."""
 
 from __future__ import annotations
 

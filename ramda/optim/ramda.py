@@ -1,4 +1,4 @@
-"""RAMDA: regularised adaptive momentum dual averaging (SPEC §2)."""
+"""RAMDA: regularised adaptive momentum dual averaging (docs/math.md#ramda)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ class RAMDA(RegularizedOptimizer):
         params: parameters or param groups (see :func:`ramda.structure.param_groups`); groups may set ``lam``
             and ``regularizer``.
         lr: η.  momentum: c ∈ (0, 1].  eps: ε added to the cube root.  lam: default λ.
-        stop, max_iters, rtol, tol: solver options (SPEC §3).
+        stop, max_iters, rtol, tol: solver options (docs/math.md#stop-rules).
         fused: the fused steps of :mod:`ramda.kernels` for float32 tensors: on CUDA, one Triton kernel per
             group-LASSO tensor with the exact solver; on the CPU, a numba kernel for those and for unregularised
             tensors. ``None`` (default) uses them where Triton / numba is installed, ``True`` also raises when
@@ -121,7 +121,7 @@ class RAMDA(RegularizedOptimizer):
         mix(params, targets, group["momentum"])
 
     def restart(self, eps_scale: float = 1.0) -> None:
-        """Dual-averaging restart (SPEC §4): W⁰ ← W; V, U, α, k ← 0; ε ← eps_scale·ε."""
+        """Dual-averaging restart (docs/math.md#restarts): W⁰ ← W; V, U, α, k ← 0; ε ← eps_scale·ε."""
         for group in self.param_groups:
             group["eps"] *= eps_scale
         self._restart_dual_averaging(("v", "u"))

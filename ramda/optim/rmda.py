@@ -1,4 +1,4 @@
-"""RMDA: regularised modernised dual averaging (ICLR'22), the non-adaptive predecessor of RAMDA (SPEC §2)."""
+"""RMDA: regularised modernised dual averaging (ICLR'22), the non-adaptive predecessor of RAMDA (docs/math.md#rmda)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ class RMDA(RegularizedOptimizer):
         super().__init__(params, dict(lr=lr, momentum=momentum, lam=lam, regularizer=regularizer))
 
     def restart(self, eps_scale: float = 1.0) -> None:
-        """Dual-averaging restart (SPEC §4): W⁰ ← W; V, α, k ← 0 (``eps_scale`` is accepted for symmetry)."""
+        """Dual-averaging restart (docs/math.md#restarts): W⁰ ← W; V, α, k ← 0 (``eps_scale`` is accepted for symmetry)."""
         self._restart_dual_averaging(("v",))
 
     def _group_step(
