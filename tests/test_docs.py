@@ -57,3 +57,28 @@ def test_relative_links_resolve(page: Path) -> None:
         assert dest.exists(), f"{page.relative_to(REPO)} links to {target}: no such file"
         if anchor and dest.suffix == ".md":
             assert anchor in anchors(dest), f"{page.relative_to(REPO)} links to {target}: no such heading"
+
+
+def _docs_numbers():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("docs_numbers", REPO / "scripts" / "docs_numbers.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_docs_numbers_blocks_exist() -> None:
+    """Every block `make docs-numbers` rewrites is present once in its file (else it would stop there)."""
+    dn = _docs_numbers()
+    for name, (page, _) in dn.BLOCKS.items():
+        dn.replace_block((REPO / page).read_text(encoding="utf-8"), name, "x")
+
+
+def test_docs_numbers_replaces_only_its_block() -> None:
+    dn = _docs_numbers()
+    text = "a\n<!-- docs-numbers:one -->\nold\n<!-- /docs-numbers:one -->\nb\n<!-- docs-numbers:two -->\nkeep\n<!-- /docs-numbers:two -->\n"
+    new = dn.replace_block(text, "one", "new 1\nnew 2\n")
+    assert new == text.replace("old\n", "new 1\nnew 2\n")
+    with pytest.raises(ValueError, match="docs-numbers:three"):
+        dn.replace_block(text, "three", "x")

@@ -87,7 +87,7 @@ def test_subgradient_mode_matches_cvxpy_and_certifies_tol(cond):
 
 
 def test_objective_rule_stops_early_when_badly_conditioned():
-    """The authors' relative-decrease rule is cheap but inexact for badly conditioned P (see README)."""
+    """The authors' relative-decrease rule is cheap but inexact for badly conditioned P (docs/benchmarks.md#how-inexact-is-the-authors-stopping-rule)."""
     w0, v, p, t = make_instance(3, 1e4)
     reg = REGULARIZERS["group_lasso"]
     args = [torch.tensor(a) for a in (w0, w0, v, p)]
