@@ -105,10 +105,12 @@ OPTIMIZERS: dict[str, type[OptimizerConfig]] = {
 
 @dataclass
 class RegularizerConfig:
-    """``name`` is a key of ``ramda.regularizers.REGULARIZERS`` or ``none``; ``lam`` is λ."""
+    """``name`` is a key of ``ramda.regularizers.REGULARIZERS`` or ``none``; the λ used is ``lam`` × ``scale``
+    (``scale`` sweeps λ around a preset's value, e.g. ``regularizer.scale=0.25,0.5,1,2,4``)."""
 
     name: str = "group_lasso"
     lam: float = 0.0
+    scale: float = 1.0
 
 
 REGULARIZERS: tuple[str, ...] = ("group_lasso", "l1", "nuclear", "binary", "none")
@@ -124,6 +126,9 @@ class TrainerConfig:
     Distributed (torchrun/srun): ``sync_batchnorm`` normalises over the global batch (CUDA only);
     ``dump_replicas`` (a debugging aid) makes every rank write its model and optimizer state to
     ``replica_rank<r>.pt`` in the run directory at the end, to check that the replicas are identical.
+    ``export``: at the end of a completed run, write the smaller dense model (every channel that all its
+    readers ignore removed; the same function) to ``slim.pt`` / ``slim.json`` and its FLOPs kept, params kept
+    and CPU speedup to ``summary.json``'s ``slim`` (as ``python -m ramda.export <run dir>``; docs/export.md).
     """
 
     epochs: int = 10
@@ -141,6 +146,7 @@ class TrainerConfig:
     progress: str = "auto"
     sync_batchnorm: bool = False
     dump_replicas: bool = False
+    export: bool = False
 
 
 @dataclass

@@ -17,11 +17,12 @@ DUAL_AVERAGING = ("rmda", "ramda")
 
 def build_optimizer(cfg: DictConfig, model: nn.Module) -> Optimizer:
     """``instantiate(cfg.optimizer)`` (less ``name``) over :func:`ramda.structure.param_groups` of ``model``:
-    the regularised tensors get λ = ``regularizer.lam`` and ``regularizer.name``, the rest λ = 0."""
+    the regularised tensors get λ = ``regularizer.lam`` × ``regularizer.scale`` and ``regularizer.name``, the
+    rest λ = 0."""
     opt_cfg: dict[str, Any] = OmegaConf.to_container(cfg.optimizer, resolve=True)  # type: ignore[assignment]
     opt_cfg.pop("name")
     reg = cfg.regularizer.name
-    lam = 0.0 if reg == "none" else float(cfg.regularizer.lam)
+    lam = 0.0 if reg == "none" else float(cfg.regularizer.lam) * float(cfg.regularizer.scale)
     groups = param_groups(model, lam, None if reg == "none" else reg)
     return instantiate(opt_cfg, params=groups, _convert_="all")
 

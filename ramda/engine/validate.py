@@ -105,6 +105,7 @@ def validate(cfg: DictConfig, tasks: Sequence[str]) -> None:
 
     lam = cfg.regularizer.lam
     _nonneg("regularizer.lam", lam)
+    _nonneg("regularizer.scale", cfg.regularizer.scale)
     if cfg.regularizer.name == "none" and lam != 0:
         raise ConfigError(
             "regularizer.lam", f"{lam} with regularizer=none", "valid: 0, or pick a regularizer"

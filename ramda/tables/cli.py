@@ -1,14 +1,16 @@
 """``make tables``: from run directories (or a W&B project) to the paper's tables and per-epoch curves.
 
 ``python -m ramda.tables [--runs results/runs] [--out results/tables] [--figures results/figures]
-[--table NAME] [--print] [--source local|wandb] [--wandb-project [ENTITY/]PROJECT]``
+[--table NAME] [--frontier [TABLE]] [--print] [--source local|wandb] [--wandb-project [ENTITY/]PROJECT]``
 
 Every run is one ``summary.json`` (+ ``metrics.jsonl``) found anywhere under ``--runs``. Runs are grouped by
 ``table`` and ``optimizer``; each cell of a table is the mean ± sample standard deviation (ddof = 1,
 s = √(Σ (xᵢ − x̄)² / (n − 1))) over the seeds whose run completed. Failed, still-running and missing seeds are
 counted and shown in the row's ``Runs`` column, never averaged in. Per table it writes ``<table>.md``,
 ``<table>.tex``, ``<table>.csv`` and the figure ``<table>.png`` (task metric and weighted group sparsity
-against epoch, one line per optimizer: the mean over seeds with a mean ± std band).
+against epoch, one line per optimizer: the mean over seeds with a mean ± std band). Frontier tables (named
+``frontier`` or ``<table>_frontier``: runs at several λ) are drawn as the λ frontier instead
+(:mod:`ramda.tables.frontier`): every one with runs, or only ``--frontier TABLE``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 
 from experiments import names as experiment_names
 
+from . import frontier as fr
 from .aggregate import Table, build_table, table_names
 from .plots import plot
 from .records import RunRecord, TablesError, load_local, load_wandb
@@ -48,8 +51,8 @@ def generate(
             raise TablesError(f"--table {table}: no such table; defined or with runs: {', '.join(known)}")
         names = [table]
     else:
-        names = table_names(records)
-        if not names:
+        names = [n for n in table_names(records) if not fr.is_frontier(n)]
+        if not names and not any(fr.is_frontier(r.table) for r in records):
             raise TablesError(
                 "no runs found (no summary.json); run a sweep first, e.g. python train.py -m experiment=demo"
             )
@@ -66,6 +69,35 @@ def generate(
     return tables
 
 
+def generate_frontiers(
+    records: Sequence[RunRecord], out: Path | None, figures: Path | None, table: str | None = None
+) -> list[fr.Frontier]:
+    """The λ frontiers (``table``, or every frontier table with runs), written as ``<name>.md`` /
+    ``<name>.csv`` under ``out`` and ``<name>.png`` under ``figures`` (``None``: don't write)."""
+    if table is not None:
+        if not fr.is_frontier(table):
+            raise TablesError(
+                f"--frontier {table}: not a frontier table (valid: frontier or <table>_frontier)"
+            )
+        if not any(r.table == table for r in records):
+            raise TablesError(
+                f"--frontier {table}: no runs of that table (run: python train.py -m experiment={table})"
+            )
+        names = [table]
+    else:
+        names = sorted({r.table for r in records if fr.is_frontier(r.table)})
+    frontiers = [fr.build_frontier(n, records) for n in names]
+    for f in frontiers:
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            _write(out / f"{f.name}.md", fr.to_markdown(f))
+            _write(out / f"{f.name}.csv", fr.to_csv(f))
+        if figures is not None:
+            figures.mkdir(parents=True, exist_ok=True)
+            f.figure = figures / f"{f.name}.png" if fr.plot(f, figures / f"{f.name}.png") else None
+    return frontiers
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ramda.tables", description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -74,6 +106,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("results/tables"), help="where .md/.tex/.csv go")
     parser.add_argument("--figures", type=Path, default=Path("results/figures"), help="where .png curves go")
     parser.add_argument("--table", help="only this table (default: every table that has runs)")
+    parser.add_argument(
+        "--frontier",
+        nargs="?",
+        const="frontier",
+        metavar="TABLE",
+        help="only the λ frontier of TABLE (default: frontier): accuracy against FLOPs kept, PNG and table",
+    )
     parser.add_argument("--print", action="store_true", help="print the Markdown table(s) to stdout")
     parser.add_argument("--source", choices=("local", "wandb"), default="local")
     parser.add_argument("--wandb-project", help="[entity/]project to read with --source wandb")
@@ -83,10 +122,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.source == "wandb":
             if not args.wandb_project:
                 raise TablesError("--source wandb needs --wandb-project [ENTITY/]PROJECT")
-            records = load_wandb(args.wandb_project, args.table)
+            records = load_wandb(args.wandb_project, args.frontier or args.table)
         else:
             records = load_local(args.runs)
-        tables = generate(records, args.out, None if args.no_figures else args.figures, args.table)
+        figures = None if args.no_figures else args.figures
+        tables: list[Table] = []
+        if args.frontier is None and (args.table is None or not fr.is_frontier(args.table)):
+            tables = generate(records, args.out, figures, args.table)
+        frontiers = []
+        if args.frontier is not None or args.table is None or fr.is_frontier(args.table):
+            frontiers = generate_frontiers(records, args.out, figures, args.frontier or args.table)
     except TablesError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -95,7 +140,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"warning: {w}", file=sys.stderr)
         if args.print:
             print(to_markdown(t))
+    for f in frontiers:
+        for w in f.warnings:
+            print(f"warning: {w}", file=sys.stderr)
+        if args.print:
+            print(fr.to_markdown(f))
     for t in tables:
         figure = f", {t.figure}" if t.figure else ""
         print(f"wrote {args.out / t.name}.{{md,tex,csv}}{figure}", file=sys.stderr)
+    for f in frontiers:
+        figure = f", {f.figure}" if f.figure else ""
+        print(f"wrote {args.out / f.name}.{{md,csv}}{figure}", file=sys.stderr)
     return 0
