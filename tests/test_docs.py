@@ -59,10 +59,10 @@ def test_relative_links_resolve(page: Path) -> None:
             assert anchor in anchors(dest), f"{page.relative_to(REPO)} links to {target}: no such heading"
 
 
-def _docs_numbers():
+def _script(name: str):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("docs_numbers", REPO / "scripts" / "docs_numbers.py")
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -70,15 +70,56 @@ def _docs_numbers():
 
 def test_docs_numbers_blocks_exist() -> None:
     """Every block `make docs-numbers` rewrites is present once in its file (else it would stop there)."""
-    dn = _docs_numbers()
+    dn = _script("docs_numbers")
     for name, (page, _) in dn.BLOCKS.items():
         dn.replace_block((REPO / page).read_text(encoding="utf-8"), name, "x")
 
 
 def test_docs_numbers_replaces_only_its_block() -> None:
-    dn = _docs_numbers()
+    dn = _script("docs_numbers")
     text = "a\n<!-- docs-numbers:one -->\nold\n<!-- /docs-numbers:one -->\nb\n<!-- docs-numbers:two -->\nkeep\n<!-- /docs-numbers:two -->\n"
     new = dn.replace_block(text, "one", "new 1\nnew 2\n")
     assert new == text.replace("old\n", "new 1\nnew 2\n")
     with pytest.raises(ValueError, match="docs-numbers:three"):
         dn.replace_block(text, "three", "x")
+
+
+def test_config_reference_is_current() -> None:
+    """docs/config-reference.md is what the generator makes of today's config dataclasses."""
+    gen = _script("gen_config_reference")
+    text, _ = gen.render()
+    current = gen.OUT.read_text(encoding="utf-8")
+    assert current == text, f"docs/config-reference.md is stale; regenerate it with `{gen.COMMAND}`"
+
+
+def test_config_reference_reads_attribute_docstrings() -> None:
+    """A field's meaning is the string below it, inherited unless overridden; nested dataclasses recurse."""
+    gen = _script("gen_config_reference")
+    from dataclasses import dataclass, field
+
+    @dataclass
+    class Inner:
+        depth: int = 3
+        """How deep | how far."""
+
+    @dataclass
+    class Base:
+        lr: float = 0.1
+        """η."""
+        plain: int = 0
+
+    @dataclass
+    class Child(Base):
+        lr: float = 0.5
+        inner: Inner = field(default_factory=Inner)
+        """Nested."""
+
+    missing: list[str] = []
+    rows = gen.rows(Child, {"lr": 0.5, "plain": 0, "inner": {"depth": 3}}, "x.", missing)
+    assert rows == [
+        "| `x.lr` | `0.5` | η. |",
+        "| `x.plain` | `0` |  |",
+        "| `x.inner.*` | | Nested. |",
+        "| `x.inner.depth` | `3` | How deep \\| how far. |",
+    ]
+    assert missing == [f"{Base.__module__}.{Base.__qualname__}.plain"]
