@@ -142,22 +142,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=sorted(BLOCKS), action="append", help="rerun only this block")
     args = parser.parse_args(argv)
     names = args.only or list(BLOCKS)
-    texts = {REPO / BLOCKS[name][0]: "" for name in names}
-    for path in texts:
-        texts[path] = path.read_text(encoding="utf-8")
     for name in names:  # every marker is there before anything runs
-        replace_block(texts[REPO / BLOCKS[name][0]], name, "")
+        replace_block((REPO / BLOCKS[name][0]).read_text(encoding="utf-8"), name, "")
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
     header = f"Measured by `make docs-numbers` on {date}, {machine()}"
+    bodies: dict[str, str] = {}
     copies: dict[Path, Path] = {}
     with tempfile.TemporaryDirectory(prefix="docs-numbers-") as tmp:
         for name in names:
             print(f"docs-numbers: {name} ...", flush=True)
             (Path(tmp) / name).mkdir()
-            body, files = BLOCKS[name][1](Path(tmp) / name, header)
-            path = REPO / BLOCKS[name][0]
-            texts[path] = replace_block(texts[path], name, body)
+            bodies[name], files = BLOCKS[name][1](Path(tmp) / name, header)
             copies.update(files)
+        texts: dict[Path, str] = {}  # read now, not at the start: the files may have been edited meanwhile
+        for name, body in bodies.items():
+            path = REPO / BLOCKS[name][0]
+            texts[path] = replace_block(texts.get(path) or path.read_text(encoding="utf-8"), name, body)
         for src, dest in copies.items():
             shutil.copyfile(src, dest)
         for path, text in texts.items():
