@@ -124,3 +124,34 @@ def test_config_reference_reads_attribute_docstrings() -> None:
         "| `x.inner.depth` | `3` | How deep \\| how far. |",
     ]
     assert missing == [f"{Base.__module__}.{Base.__qualname__}.plain"]
+
+
+def test_docs_numbers_rewrites_each_block_with_its_header(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """main() writes every block it reran (with the machine line) and copies its files; a block whose command
+    fails leaves its block untouched."""
+    dn = _script("docs_numbers")
+    page = tmp_path / "page.md"
+    page.write_text(
+        "top\n<!-- docs-numbers:ok -->\nold\n<!-- /docs-numbers:ok -->\n"
+        "<!-- docs-numbers:bad -->\nkept\n<!-- /docs-numbers:bad -->\n"
+    )
+    (tmp_path / "figures").mkdir()
+
+    def ok(tmp: Path, header: str):
+        (tmp / "fig.png").write_bytes(b"png")
+        return f"{header}: 42\n", {tmp / "fig.png": tmp_path / "figures" / "fig.png"}
+
+    def bad(tmp: Path, header: str):
+        raise SystemExit("error: `false` failed with exit status 1; docs unchanged")
+
+    monkeypatch.setattr(dn, "REPO", tmp_path)
+    monkeypatch.setattr(dn, "BLOCKS", {"ok": ("page.md", ok), "bad": ("page.md", bad)})
+    monkeypatch.setattr(dn, "machine", lambda: "the machine")
+    with pytest.raises(SystemExit, match="failed"):
+        dn.main([])
+    text = page.read_text()
+    assert "the machine: 42\n<!-- /docs-numbers:ok -->" in text and "old" not in text
+    assert "<!-- docs-numbers:bad -->\nkept\n" in text
+    assert (tmp_path / "figures" / "fig.png").read_bytes() == b"png"
