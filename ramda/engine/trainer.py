@@ -255,7 +255,7 @@ class Trainer:
         finally:
             self.console.close()
         summary = self.summary("completed")
-        if cfg.trainer.export and env.is_main:
+        if self.cfg.trainer.export and self.env.is_main:
             summary["slim"] = self._export()
         self.files.write_summary(summary)
         self._finish(summary)

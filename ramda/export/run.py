@@ -81,7 +81,7 @@ def export_model(
 ) -> SlimReport:
     """Slim ``model`` (a model of the run configured by ``cfg``) on the CPU, timed at batch 1 and ``batch``,
     and write ``slim.pt`` / ``slim.json`` into ``run_dir`` (atomically). The model itself is not changed."""
-    from ramda.engine.checkpoint import atomic_write
+    from ramda.files import atomic_write
 
     cpu = torch.device("cpu")
     model = _cpu_copy(model)
