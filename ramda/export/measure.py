@@ -107,20 +107,29 @@ def _timed(model: nn.Module, inputs: Inputs, cuda: bool) -> float:
 
 @torch.inference_mode()
 def latencies(
-    models: Sequence[nn.Module], batches: Mapping[int, Inputs], repeats: int = 20, warmup: int = 3
+    models: Sequence[nn.Module],
+    batches: Mapping[int, Inputs],
+    repeats: int = 20,
+    min_seconds: float = 1.0,
+    warmup: int = 3,
 ) -> list[dict[str, float]]:
     """Per model, ``{"batch<N>": median seconds of one forward pass}`` for every batch size of ``batches``.
 
-    The models run in turn within each repeat (paired runs), so load from other processes slows them alike and
-    their ratio stays meaningful on a busy machine; CUDA work is synchronised before and after each pass."""
+    Each model runs at least ``repeats`` times and, for fast models, as often as fills ``min_seconds`` (at most
+    2000 times): the median of a few milliseconds' worth of runs moves by several × on a busy machine. The
+    models run in turn within each repeat (paired runs), so load from other processes slows them alike; CUDA
+    work is synchronised before and after each pass."""
     out: list[dict[str, float]] = [{} for _ in models]
     for n, inputs in sorted(batches.items()):
         cuda = any(t.is_cuda for t in tensors(inputs))
+        first = []
         for model in models:
             for _ in range(warmup):
                 call(model, inputs)
+            first.append(_timed(model, inputs, cuda))
+        count = max(repeats, min(2000, math.ceil(min_seconds / max(max(first), 1e-9))))
         times: list[list[float]] = [[] for _ in models]
-        for _ in range(repeats):
+        for _ in range(count):
             for i, model in enumerate(models):
                 times[i].append(_timed(model, inputs, cuda))
         for i in range(len(models)):
