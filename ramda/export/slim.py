@@ -1,6 +1,6 @@
 """Turn a group-sparse network into the smaller dense network that computes the same function.
 
-The regularised groups are input-wise (docs/math.md, "Group structure"): a zero group is a column ``W[:, c]``
+The regularised groups are input-wise (docs/math.md#group-structure): a zero group is a column ``W[:, c]``
 that a layer never reads. A channel ``c`` produced by some layer can go when *every* layer that reads it
 ignores it; then the producer's output channel ``c`` (its bias entry, the BatchNorm channel after it, the
 per-channel operations in between) and every reader's column ``c`` are removed together. Which layers are
@@ -197,7 +197,8 @@ def _unread(module: nn.Module) -> torch.Tensor | None:
 
 @dataclass
 class _Decision:
-    root: nn.Module
+    """The channels ``remove`` of the ``channels`` output channels of the group rooted at ``root_name``."""
+
     root_name: str
     remove: list[int]
     channels: int
@@ -221,8 +222,7 @@ def _decide(dg: Any, group: Any, reasons: dict[str, str]) -> _Decision | None:
         optype.EXPAND,
         optype.DEPTHWISE_CONV,
     }
-    root_dep = group[0].dep
-    root = root_dep.target.module
+    root = group[0].dep.target.module
     channels = dg.get_out_channels(root)
     readers: list[tuple[str, list[int], list[int], torch.Tensor]] = []  # name, columns, root idxs, unread
     block: str | None = None
@@ -273,7 +273,7 @@ def _decide(dg: Any, group: Any, reasons: dict[str, str]) -> _Decision | None:
             reasons.setdefault(name, "no reader uses any channel; one is kept (a layer cannot be empty)")
     if not remove:
         return None
-    return _Decision(root, dg._module2name.get(root, str(root)), remove, channels, layers)
+    return _Decision(dg._module2name.get(root, str(root)), remove, channels, layers)
 
 
 def _plan(model: nn.Module, inputs: measure.Inputs, reasons: dict[str, str]) -> list[_Decision]:
