@@ -34,16 +34,18 @@ class RMDA(RegularizedOptimizer):
         """Dual-averaging restart (docs/math.md#restarts): W⁰ ← W; V, α, k ← 0 (``eps_scale`` is accepted for symmetry)."""
         self._restart_dual_averaging(("v",))
 
-    def _group_step(self, group: dict[str, Any], params: list[Tensor]) -> None:
-        states = [dual_averaging_state(self.state[p], p, ("v",)) for p in params]
+    def _group_step(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]
+    ) -> None:
         scales, betas = [], []
-        for st in states:
+        for p, st in zip(params, states):
+            dual_averaging_state(st, p, ("v",))
             st["step"] += 1
             beta = math.sqrt(st["step"])
             st["alpha"] += group["lr"] * beta
             scales.append(group["lr"] * beta)
             betas.append(beta)
-        add_scaled([st["v"] for st in states], [p.grad for p in params], scales)
+        add_scaled([st["v"] for st in states], grads, scales)
         reg = self.regularizer_of(group)
         targets = []
         for st, beta in zip(states, betas):
