@@ -380,6 +380,28 @@ def test_fused_channels_last_cnn_matches_forloop(name):
     compare_between(models, opts, model_input("cnn", torch.float32), 1e-6, 1e-5)
 
 
+@pytest.mark.parametrize("fused", [None, False])
+def test_proxgen_with_a_frozen_tensor_is_torch_adam(fused):
+    """The frozen-layer part of ``_compare_between`` against an independent reference: with λ = 0 ProxGen is
+    Adam, and a tensor of the group that misses gradients for some steps keeps its own step count, bias
+    corrections included, exactly as in ``torch.optim.Adam``."""
+    torch.manual_seed(0)
+    init = [torch.randn(4, 3), torch.randn(4, 3), torch.randn(3)]
+    ours, ref = [Parameter(t.clone()) for t in init], [Parameter(t.clone()) for t in init]
+    opt = ProxGen(ours, lr=0.01, fused=fused)
+    adam = torch.optim.Adam(ref, lr=0.01, foreach=False)
+    for k in range(6):
+        grads = [torch.randn_like(t) for t in init]
+        for i, (p, q, g) in enumerate(zip(ours, ref, grads)):
+            frozen = i == 1 and k in (1, 2)
+            p.grad, q.grad = (None, None) if frozen else (g.clone(), g.clone())
+        opt.step()
+        adam.step()
+        for p, q in zip(ours, ref):
+            torch.testing.assert_close(p, q)
+    assert [opt.state[p]["step"] for p in ours] == [6, 4, 6]
+
+
 # ----------------------------------------------------------------------------------------- no-op steps
 
 
