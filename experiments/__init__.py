@@ -16,27 +16,22 @@ from typing import Any
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
-# Row order of every table: the four structured-sparsity methods, then the unregularised baselines.
-ORDER: tuple[str, ...] = ("ramda", "rmda", "proxsgd", "proxgen", "msgd", "adam", "adamw")
-DISPLAY: dict[str, str] = {
-    "ramda": "RAMDA",
-    "rmda": "RMDA",
-    "proxsgd": "ProxSGD",
-    "proxgen": "ProxGen",
-    "msgd": "MSGD",
-    "adam": "Adam",
-    "adamw": "AdamW",
-}
-
 
 def display_name(optimizer: str) -> str:
     """The name a table prints for optimizer config ``optimizer`` (unknown names are printed as given)."""
-    return DISPLAY.get(optimizer, optimizer)
+    from ramda.config import OPTIMIZERS
+
+    spec = OPTIMIZERS.get(optimizer)
+    return spec.display if spec is not None else optimizer
 
 
 def order_key(optimizer: str) -> tuple[int, str]:
-    """Sort key putting RAMDA, RMDA, ProxSGD, ProxGen first, then MSGD, Adam, AdamW, then the rest by name."""
-    return (ORDER.index(optimizer), "") if optimizer in ORDER else (len(ORDER), optimizer)
+    """Sort key: the registry's order (RAMDA, RMDA, ProxSGD, ProxGen, then MSGD, Adam, AdamW), then the rest by
+    name."""
+    from ramda.config import OPTIMIZERS
+
+    order = list(OPTIMIZERS)
+    return (order.index(optimizer), "") if optimizer in order else (len(order), optimizer)
 
 
 @dataclass(frozen=True)
@@ -117,4 +112,4 @@ def get(name: str) -> Experiment:
     return registry[name]
 
 
-__all__ = ["ORDER", "Experiment", "PaperRow", "Stat", "display_name", "get", "names", "order_key"]
+__all__ = ["Experiment", "PaperRow", "Stat", "display_name", "get", "names", "order_key"]

@@ -66,7 +66,13 @@ def test_cluster_runs_a_batch_job(slurm_cluster: None, tmp_path: Path) -> None:
     assert (tmp_path / "out.txt").read_text().split("\n")[:2] == [f"batch {job_id}", "step"]
 
 
-TINY = ["trainer.epochs=1", "task.max_train_batches=4", "task.max_eval_batches=2"]
+TINY = [
+    "trainer.epochs=1",
+    "trainer.milestones=[]",
+    "trainer.momentum_start_epoch=null",
+    "task.max_train_batches=4",
+    "task.max_eval_batches=2",
+]
 # One CPU, 1 GB, no GPU per job: two jobs run side by side on a 2-CPU node.
 SMALL_JOBS = [
     "hydra/launcher=slurm",
@@ -178,7 +184,8 @@ def test_requeued_job_resumes_from_its_checkpoint(slurm_cluster: None, tmp_path:
     metrics = run / "metrics.jsonl"
     epochs = 6
     cmd = [sys.executable, "train.py", "-m", "experiment=demo", "optimizer=ramda", "seed=1"]
-    cmd += [f"trainer.epochs={epochs}", "task.max_train_batches=10", "task.max_eval_batches=2", *SMALL_JOBS]
+    cmd += [f"trainer.epochs={epochs}", "trainer.milestones=[]", "trainer.momentum_start_epoch=null"]
+    cmd += ["task.max_train_batches=10", "task.max_eval_batches=2", *SMALL_JOBS]
     sweep_proc = subprocess.Popen(
         [*cmd, f"hydra.sweep.dir={sweep}"],
         cwd=ROOT,
