@@ -1,4 +1,4 @@
-"""Schedules of SPEC §4, as ordinary scheduler objects with ``state_dict``/``load_state_dict``."""
+"""The schedules of docs/math.md#schedules, as ordinary scheduler objects with ``state_dict``/``load_state_dict``."""
 
 from __future__ import annotations
 
