@@ -91,7 +91,7 @@ def test_a_registered_toy_optimizer_is_validated_built_and_trained(toy, hydra_ct
     assert summary["status"] == "completed" and summary["optimizer"] == "toy"
     assert json.loads((tmp_path / "summary.json").read_text())["epochs_completed"] == 2
 
-    from ramda.tables import display_name
+    from experiments import display_name
 
     assert display_name("toy") == "Toy"
 
