@@ -15,7 +15,7 @@ import torch
 from omegaconf import MISSING
 from torch.optim import Optimizer
 
-from ramda.optim import RAMDA, RMDA, ProxGen, ProxSGD
+from ramda.optim import RAMDA, RMDA, ProxGen, ProxSGD, RegularizedOptimizer
 from ramda.regularizers import REGULARIZERS as REGULARIZER_CLASSES
 
 
@@ -93,27 +93,39 @@ class AdamWConfig(AdamConfig):
 
 @dataclass(frozen=True)
 class OptimizerSpec:
-    """One optimizer the runner can build: ``optimizer=<name>`` trains with ``cls(param_groups, **config)``.
+    """One optimizer the runner can build: ``optimizer=<name>`` trains with ``cls(param_groups, **config)``
+    (``config`` the dataclass of the ``optimizer`` group, less ``name``); tables print it as ``display``.
 
-    Capabilities, read by validation, building, the schedules, the trainer and the tables:
-    ``regularized``: takes λ and a regulariser per param group (:func:`ramda.structure.param_groups`);
-    ``dual_averaging``: a milestone restarts it (``restart()``) and the momentum schedule c ← min(c₀√j, 1)
-    applies; ``solver``: solves its subproblem with :mod:`ramda.solver` (keys ``stop``, ``max_iters``, ``rtol``,
-    ``tol``; reports ``solver_iterations()``); ``fused``: has the fused kernels of :mod:`ramda.kernels` (key
-    ``fused``); ``momentum``: what the ``momentum`` key means, ``"average"`` for the weight c ∈ (0, 1] of
+    Its capabilities, read by validation, building, the schedules and the trainer, come from the class itself:
+    ``regularized`` (takes λ and a regulariser per param group: a :class:`ramda.optim.RegularizedOptimizer`),
+    ``dual_averaging`` (overrides ``restart()``: a milestone restarts it and the momentum schedule
+    c ← min(c₀√j, 1) applies), ``solver`` (``uses_solver``: solves its subproblem with :mod:`ramda.solver`, keys
+    ``stop``, ``max_iters``, ``rtol``, ``tol``; reports ``solver_iterations()``) and ``fused`` (lists fused
+    kernels). ``momentum`` says what the ``momentum`` key means: ``"average"`` for the weight c ∈ (0, 1] of
     W ← (1 − c)·W + c·W̃, ``"heavy_ball"`` for SGD's β ∈ [0, 1), ``""`` where there is no such key.
-    ``display`` is the name tables print.
     """
 
     name: str
     cls: type[Optimizer]
     config: type[OptimizerConfig]
     display: str
-    regularized: bool = False
-    dual_averaging: bool = False
-    solver: bool = False
-    fused: bool = False
     momentum: str = ""
+
+    @property
+    def regularized(self) -> bool:
+        return issubclass(self.cls, RegularizedOptimizer)
+
+    @property
+    def dual_averaging(self) -> bool:
+        return self.regularized and self.cls.restart is not RegularizedOptimizer.restart
+
+    @property
+    def solver(self) -> bool:
+        return self.regularized and self.cls.uses_solver
+
+    @property
+    def fused(self) -> bool:
+        return self.regularized and bool(self.cls.fused_kernels)
 
 
 MOMENTUM_MEANINGS = ("", "average", "heavy_ball")
@@ -129,7 +141,6 @@ def register_optimizer(spec: OptimizerSpec) -> OptimizerSpec:
     keys = {f.name for f in fields(spec.config)}
     needed = {"name", "lr"} | ({"momentum"} if spec.momentum else set())
     needed |= set(SOLVER_KEYS) if spec.solver else set()
-    needed |= {"fused"} if spec.fused else set()
     problems = [f"config {spec.config.__name__} lacks '{k}'" for k in sorted(needed - keys)]
     if spec.momentum not in MOMENTUM_MEANINGS:
         problems.append(f"momentum must be one of {MOMENTUM_MEANINGS}, got '{spec.momentum}'")
@@ -143,28 +154,10 @@ def register_optimizer(spec: OptimizerSpec) -> OptimizerSpec:
     return spec
 
 
-register_optimizer(
-    OptimizerSpec(
-        "ramda",
-        RAMDA,
-        RAMDAConfig,
-        "RAMDA",
-        regularized=True,
-        dual_averaging=True,
-        solver=True,
-        fused=True,
-        momentum="average",
-    )
-)
-register_optimizer(
-    OptimizerSpec("rmda", RMDA, RMDAConfig, "RMDA", regularized=True, dual_averaging=True, momentum="average")
-)
-register_optimizer(
-    OptimizerSpec("proxsgd", ProxSGD, ProxSGDConfig, "ProxSGD", regularized=True, momentum="average")
-)
-register_optimizer(
-    OptimizerSpec("proxgen", ProxGen, ProxGenConfig, "ProxGen", regularized=True, solver=True, fused=True)
-)
+register_optimizer(OptimizerSpec("ramda", RAMDA, RAMDAConfig, "RAMDA", momentum="average"))
+register_optimizer(OptimizerSpec("rmda", RMDA, RMDAConfig, "RMDA", momentum="average"))
+register_optimizer(OptimizerSpec("proxsgd", ProxSGD, ProxSGDConfig, "ProxSGD", momentum="average"))
+register_optimizer(OptimizerSpec("proxgen", ProxGen, ProxGenConfig, "ProxGen"))
 register_optimizer(OptimizerSpec("msgd", torch.optim.SGD, MSGDConfig, "MSGD", momentum="heavy_ball"))
 register_optimizer(OptimizerSpec("adam", torch.optim.Adam, AdamConfig, "Adam"))
 register_optimizer(OptimizerSpec("adamw", torch.optim.AdamW, AdamWConfig, "AdamW"))

@@ -17,27 +17,28 @@ from ramda.config import OPTIMIZERS, OptimizerConfig, OptimizerSpec, register_co
 from ramda.engine.errors import ConfigError
 from ramda.engine.preflight import preflight
 from ramda.engine.validate import validate
+from ramda.optim import RegularizedOptimizer
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = str(ROOT / "configs")
 
 
-class ToySGD(torch.optim.Optimizer):
-    """W ← W − lr·g, halving lr at every call of ``restart`` (to see that milestones reach it)."""
+class ToySGD(RegularizedOptimizer):
+    """W ← W − lr·g (no structure term), counting the calls of ``restart`` (to see that milestones reach it)."""
 
-    def __init__(self, params, lr: float = 0.1, momentum: float = 0.5) -> None:
-        super().__init__(params, {"lr": lr, "momentum": momentum})
+    def __init__(self, params, lr: float = 0.1, momentum: float = 0.5, **kw) -> None:
+        super().__init__(params, {"lr": lr, "momentum": momentum, **kw})
         self.restarts = 0
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    p.add_(p.grad, alpha=-group["lr"])
+    def _group_step(self, group, params, grads, states) -> None:
+        torch._foreach_add_(params, grads, alpha=-group["lr"])
 
     def restart(self, eps_scale: float = 1.0) -> None:
         self.restarts += 1
+
+
+class ToySolver(ToySGD):
+    uses_solver = True
 
 
 @dataclass
@@ -50,9 +51,7 @@ class ToyConfig(OptimizerConfig):
 @pytest.fixture
 def toy() -> Iterator[list[str]]:
     """The one registry entry of a new optimizer; the task names Hydra knows."""
-    register_optimizer(
-        OptimizerSpec("toy", ToySGD, ToyConfig, "Toy", dual_averaging=True, momentum="average")
-    )
+    register_optimizer(OptimizerSpec("toy", ToySGD, ToyConfig, "Toy", momentum="average"))
     tasks = register_configs()
     yield tasks
     del OPTIMIZERS["toy"]
@@ -72,7 +71,7 @@ def test_a_registered_toy_optimizer_is_validated_built_and_trained(toy, hydra_ct
 
     overrides = [
         "optimizer=toy",
-        "regularizer=none",
+        "regularizer.lam=0.001",
         "trainer.epochs=2",
         "trainer.milestones=[1]",
         "trainer.momentum_start_epoch=1",
@@ -86,12 +85,13 @@ def test_a_registered_toy_optimizer_is_validated_built_and_trained(toy, hydra_ct
     trainer = Trainer(cfg, tmp_path)
     summary = trainer.run()
     assert isinstance(trainer.optimizer, ToySGD) and trainer.optimizer.restarts == 1  # the milestone
-    assert trainer.momentum_schedule is not None  # dual averaging: the momentum schedule applies
+    assert trainer.momentum_schedule is not None  # it restarts: the momentum schedule applies
     assert trainer.optimizer.param_groups[0]["momentum"] > 0.5  # ... and has started at epoch 1
     assert summary["status"] == "completed" and summary["optimizer"] == "toy"
+    assert trainer.optimizer.param_groups[0]["lam"] == 0.001  # regularised: λ reaches its param group
     assert json.loads((tmp_path / "summary.json").read_text())["epochs_completed"] == 2
 
-    from experiments import display_name
+    from ramda.tables.experiments import display_name
 
     assert display_name("toy") == "Toy"
 
@@ -102,15 +102,13 @@ def test_the_registry_entry_drives_validation(toy):
         ConfigError, match=r"^optimizer.momentum: 1.5 is out of range; valid: a number in \(0, 1\]"
     ):
         preflight(["optimizer=toy", "regularizer=none", "optimizer.momentum=1.5"], CONFIGS, toy)
-    with pytest.raises(ConfigError, match=r"^regularizer.lam: optimizer toy does not support a regularizer"):
-        preflight(["optimizer=toy", "regularizer.lam=0.1"], CONFIGS, toy)
     with pytest.raises(ConfigError, match=r"^optimizer: unknown value 'nope'; valid: .*\btoy\b"):
         preflight(["optimizer=nope"], CONFIGS, toy)
 
 
 def test_an_entry_whose_config_lacks_a_capabilitys_keys_is_refused():
-    with pytest.raises(ValueError, match=r"lacks 'fused'.*lacks 'max_iters'.*lacks 'stop'"):
-        register_optimizer(OptimizerSpec("toy2", ToySGD, ToyConfig, "Toy", solver=True, fused=True))
+    with pytest.raises(ValueError, match=r"lacks 'max_iters'.*lacks 'rtol'.*lacks 'stop'.*lacks 'tol'"):
+        register_optimizer(OptimizerSpec("toy2", ToySolver, ToyConfig, "Toy"))
     with pytest.raises(ValueError, match="has name 'toy'"):
         register_optimizer(OptimizerSpec("toy2", ToySGD, ToyConfig, "Toy"))
     assert "toy2" not in OPTIMIZERS

@@ -1,20 +1,28 @@
 """The paper's tables as data: for each table, the task, the optimizers, the seeds, the metric and the paper's
-reported numbers (the paper's Tables). ``make tables`` reads these to label, order and annotate the generated tables.
+reported numbers. ``make tables`` reads these to label, order and annotate the generated tables.
 
-The optimizer *settings* (lr, momentum, λ, schedule) live once, in the preset configs
-``configs/preset/<task>/<optimizer>.yaml``; :meth:`Experiment.settings` reads them from there. The
-multirun grid of ``python train.py -m experiment=<table>`` is ``configs/experiment/<table>.yaml``; a test
-checks that it sweeps exactly the optimizers and seeds listed here.
+The definitions are the files ``experiments/<table>.py`` of the repository (beside ``configs/``), each binding
+``EXPERIMENT`` to an :class:`Experiment`. They are the tables' data, loaded from their path: the project
+installs no top-level ``experiments`` package. The optimizer *settings* (lr, momentum, λ, schedule) live once,
+in the preset configs ``configs/preset/<task>/<optimizer>.yaml``; :meth:`Experiment.settings` reads them from
+there. The multirun grid of ``python train.py -m experiment=<table>`` is ``configs/experiment/<table>.yaml``.
+Optimizer names and row order come from the optimizer registry, :data:`ramda.config.OPTIMIZERS`.
 """
 
 from __future__ import annotations
 
+import functools
+import runpy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+REPO = Path(__file__).resolve().parents[2]
+CONFIG_DIR = REPO / "configs"
+EXPERIMENTS_DIR = REPO / "experiments"
+# The paper's order of its tables (the demo first); tables defined beyond these follow by name.
+TABLE_ORDER = ("demo", "vision", "language", "speech")
 
 
 def display_name(optimizer: str) -> str:
@@ -93,10 +101,19 @@ class Experiment:
         return [f"experiment={self.name}", f"optimizer={optimizer}", f"seed={seed}"]
 
 
+@functools.cache
 def _registry() -> dict[str, Experiment]:
-    from experiments import demo, language, speech, vision
+    """Every ``EXPERIMENT`` of ``experiments/*.py`` by table name, in :data:`TABLE_ORDER`, then by name."""
+    found: dict[str, Experiment] = {}
+    for path in sorted(EXPERIMENTS_DIR.glob("*.py")):
+        exp = runpy.run_path(str(path)).get("EXPERIMENT")
+        if isinstance(exp, Experiment):
+            found[exp.name] = exp
 
-    return {m.EXPERIMENT.name: m.EXPERIMENT for m in (demo, vision, language, speech)}
+    def rank(name: str) -> tuple[int, str]:
+        return (TABLE_ORDER.index(name), "") if name in TABLE_ORDER else (len(TABLE_ORDER), name)
+
+    return {name: found[name] for name in sorted(found, key=rank)}
 
 
 def names() -> list[str]:
@@ -110,6 +127,3 @@ def get(name: str) -> Experiment:
     if name not in registry:
         raise KeyError(f"unknown table '{name}'; defined tables: {', '.join(registry)}")
     return registry[name]
-
-
-__all__ = ["Experiment", "PaperRow", "Stat", "display_name", "get", "names", "order_key"]
