@@ -230,6 +230,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path: Path):
         "optimizer=msgd",
         "optimizer.lr=1e6",
         "trainer.epochs=2",
+        "trainer.milestones=[]",
         "trainer.checkpoint_every_steps=1",
         "task.max_train_batches=8",
         "trainer.threads=1",
