@@ -210,14 +210,16 @@ class TrainerConfig:
     epochs: int = 10
     """Number of epochs."""
     milestones: list[int] = field(default_factory=list)
-    """Epochs after which lr ← ``gamma``·lr; for RMDA/RAMDA also a dual-averaging restart."""
+    """Epochs after which lr ← ``gamma``·lr; for RMDA/RAMDA also a dual-averaging restart. Each must fall
+    within the run (< ``epochs``): shortening a preset's run needs ``trainer.milestones=[]`` or earlier ones."""
     gamma: float = 0.1
     """The stage-wise decay factor."""
     momentum_schedule: bool = True
     """RMDA/RAMDA: from ``momentum_start_epoch`` on, c ← min(c₀√j, 1) at step j; the weights become exactly
     group-sparse only once c reaches 1."""
     momentum_start_epoch: int | None = None
-    """The epoch the momentum schedule starts at; ``null``: the last milestone (0 without milestones)."""
+    """The epoch the momentum schedule starts at (< ``epochs``); ``null``: the last milestone (0 without
+    milestones)."""
     precision: str = "fp32"
     """``fp32``, ``bf16`` (autocast) or ``fp16`` (autocast and gradient scaling)."""
     device: str = "auto"
