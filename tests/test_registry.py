@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 
 from ramda.config import OPTIMIZERS, OptimizerConfig, OptimizerSpec, register_configs, register_optimizer
@@ -55,7 +56,7 @@ def toy() -> Iterator[list[str]]:
     tasks = register_configs()
     yield tasks
     del OPTIMIZERS["toy"]
-    register_configs()
+    ConfigStore.instance().repo["optimizer"].pop("toy.yaml")
 
 
 @pytest.fixture
