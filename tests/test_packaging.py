@@ -1,6 +1,6 @@
 """The optimizer library stands alone: ``pip install ramda`` gives ``from ramda import RAMDA`` with torch (and
 numba for the fused CPU kernels) only; the experiment framework's dependencies are the ``run`` extra, and the
-project installs no package but ``ramda``."""
+project installs no package but ``ramda`` (and its SLURM launcher in Hydra's plugin namespace)."""
 
 from __future__ import annotations
 
@@ -61,8 +61,9 @@ def test_core_dependencies_are_torch_and_numba_and_the_framework_is_an_extra():
 
 def test_only_the_ramda_package_is_installed():
     include = pyproject()["tool"]["setuptools"]["packages"]["find"]["include"]
-    packages = setuptools.find_packages(where=str(ROOT), include=include)
-    assert {p.split(".")[0] for p in packages} == {"ramda"}
+    packages = setuptools.find_namespace_packages(where=str(ROOT), include=include)  # pyproject's default
+    assert {p.split(".")[0] for p in packages} == {"ramda", "hydra_plugins"}
+    assert [p for p in packages if p.startswith("hydra_plugins")] == ["hydra_plugins.ramda_slurm_launcher"]
     assert {"ramda.optim", "ramda.tables", "ramda.engine", "ramda.tasks", "ramda.kernels"} <= set(packages)
     assert (ROOT / "experiments").is_dir() and not (ROOT / "experiments" / "__init__.py").exists()
 

@@ -5,7 +5,8 @@
 #   scripts/ci/slurm.sh start     install if missing, write the config, start munged, slurmctld and slurmd,
 #                                 wait until `sinfo` shows this node idle (does nothing if it already is)
 #   scripts/ci/slurm.sh status    exit 0 iff the node is up (idle, mixed or allocated)
-#   scripts/ci/slurm.sh stop      stop the daemons this script started (by their pid files)
+#   scripts/ci/slurm.sh stop      stop every daemon `start` started (slurmd, slurmctld, and munged if `start`
+#                                 launched it), by their pid files, and wait until they are gone
 #
 # Needs root (daemons, /etc/slurm, /run/munge). The cluster: one node named after `hostname -s` at 127.0.0.1
 # with CPUs = nproc and RealMemory = 90 % of MemTotal, one default partition `debug`, no accounting
@@ -17,6 +18,7 @@ STATE=${RAMDA_SLURM_STATE:-/var/lib/ramda-slurm}
 CONF=/etc/slurm/slurm.conf
 MARK="# written by ramda scripts/ci/slurm.sh"
 PARTITION=debug
+MUNGE_PID=/run/munge/munged.pid
 
 die() {
     echo "slurm.sh: $*" >&2
@@ -111,6 +113,8 @@ start_munge() {
     runuser -u munge -- /usr/sbin/munged
     for _ in $(seq 50); do
         if munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
+            mkdir -p "$STATE"
+            cp "$MUNGE_PID" "$STATE/munged.pid" # ours to stop; a munged that was already running is not
             return 0
         fi
         sleep 0.1
@@ -160,11 +164,18 @@ status() {
 }
 
 stop() {
-    local f
-    for f in "$STATE/slurmd.pid" "$STATE/slurmctld.pid"; do
+    local f pid
+    for f in "$STATE/slurmd.pid" "$STATE/slurmctld.pid" "$STATE/munged.pid"; do
         if alive "$f"; then
-            kill "$(cat "$f")"
+            pid=$(cat "$f")
+            kill "$pid"
+            for _ in $(seq 100); do
+                kill -0 "$pid" 2>/dev/null || break
+                sleep 0.1
+            done
+            kill -0 "$pid" 2>/dev/null && die "pid $pid (from $f) still running 10 s after SIGTERM"
         fi
+        rm -f "$f"
     done
 }
 
