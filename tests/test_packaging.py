@@ -63,7 +63,8 @@ def test_only_the_ramda_package_is_installed():
     include = pyproject()["tool"]["setuptools"]["packages"]["find"]["include"]
     packages = setuptools.find_namespace_packages(where=str(ROOT), include=include)  # pyproject's default
     assert {p.split(".")[0] for p in packages} == {"ramda", "hydra_plugins"}
-    assert [p for p in packages if p.startswith("hydra_plugins")] == ["hydra_plugins.ramda_slurm_launcher"]
+    plugins = sorted(p for p in packages if p.startswith("hydra_plugins"))
+    assert plugins == ["hydra_plugins", "hydra_plugins.ramda_slurm_launcher"]
     assert {"ramda.optim", "ramda.tables", "ramda.engine", "ramda.tasks", "ramda.kernels"} <= set(packages)
     assert (ROOT / "experiments").is_dir() and not (ROOT / "experiments" / "__init__.py").exists()
 
