@@ -139,11 +139,14 @@ def time_minutes(text: str) -> float | None:
 
 def read_partitions(run: Callable[..., subprocess.CompletedProcess] = subprocess.run) -> dict[str, Partition]:
     """Every partition with its node groups, from ``sinfo``; ``ClusterError`` if ``sinfo`` is unavailable."""
-    if shutil.which("sinfo") is None:
-        raise ClusterError("sinfo not found: the SLURM client tools are not installed on this machine")
-    proc = run(
-        ["sinfo", "--noheader", "--format=%P|%c|%m|%G|%l|%D"], capture_output=True, text=True, timeout=60
-    )
+    try:
+        proc = run(
+            ["sinfo", "--noheader", "--format=%P|%c|%m|%G|%l|%D"], capture_output=True, text=True, timeout=60
+        )
+    except FileNotFoundError:
+        raise ClusterError(
+            "sinfo not found: the SLURM client tools are not installed on this machine"
+        ) from None
     if proc.returncode != 0:
         lines = (proc.stderr or proc.stdout).strip().splitlines()
         raise ClusterError(f"sinfo failed: {lines[-1] if lines else f'exit {proc.returncode}'}")
