@@ -367,7 +367,8 @@ class Waiter:
                     continue
                 t.gone_since = t.gone_since or now
                 state = self.final_state(t.job.job_id).split()[0].rstrip("+")
-                if state not in ENDED:
+                forgotten = state == "UNKNOWN" and now - t.gone_since >= self.grace_s  # purged by SLURM
+                if state not in ENDED and not forgotten:
                     continue  # requeued (pending again) or between squeue and scontrol
                 if state == "COMPLETED" and now - t.gone_since < self.grace_s:
                     continue  # the result file may not be visible yet on a network file system
