@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-import experiments
+from ramda.tables import experiments
 
 ROOT = Path(__file__).resolve().parents[1]
 
