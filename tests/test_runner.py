@@ -241,7 +241,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path: Path):
     assert summary["status"] == "failed" and "non-finite loss" in summary["error"]
     failing_step = int(lines[0].split("(global step ")[1].split(")")[0])
     saved = torch.load(run_dir / "checkpoint.pt", weights_only=True)
-    assert saved["global_step"] == failing_step - 1  # the last step that completed, not overwritten
+    # The last good checkpoint: the state after step failing_step - 1 gave the non-finite loss.
+    assert saved["global_step"] == failing_step - 2
 
 
 def test_bad_input_is_one_line_and_leaves_runs_untouched(baseline: Path, tmp_path: Path):
