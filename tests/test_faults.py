@@ -28,7 +28,7 @@ SMALL = [
     "optimizer.fused=true",
     "optimizer.lr=0.01",
     "regularizer.lam=0.01",
-    "trainer.epochs=2",
+    "trainer.epochs=3",
     "task.max_train_batches=6",
     "trainer.threads=1",
     "trainer.progress=lines",
@@ -196,17 +196,19 @@ def test_stopped_mid_epoch_then_resumed_is_bit_identical(baseline: Path, tmp_pat
     run_dir = tmp_path / "run"
     proc = start(run_dir, "trainer.checkpoint_every_steps=2")
     wait_for_line(proc, "epoch 2 step 3/")
-    if (
-        sig == signal.SIGTERM
-    ):  # while it runs: a second process on the directory is refused, naming the holder
-        second = train(run_dir, *SMALL, "seed=8")
+    if sig == signal.SIGTERM:  # while it runs (paused): a second process on the directory is refused
+        proc.send_signal(signal.SIGSTOP)
+        try:
+            second = train(run_dir, *SMALL, "seed=8")
+        finally:
+            proc.send_signal(signal.SIGCONT)
         line = one_line(second, 2, f"error: hydra.run.dir: {run_dir} is in use by another run")
         assert f"(pid {proc.pid})" in line
     proc.send_signal(sig)
     proc.communicate(timeout=120)
     assert proc.returncode == (-sig if sig == signal.SIGKILL else 128 + sig)
     saved = torch.load(run_dir / "checkpoint.pt", weights_only=True)
-    assert 6 <= saved["global_step"] < 12
+    assert 6 <= saved["global_step"] < 18
     stale = run_dir / f".checkpoint.pt.{proc.pid}.0badc0de.tmp"  # as a write killed half-way leaves it
     stale.write_bytes(b"half a checkpoint")
     resumed = train(run_dir, *SMALL, "trainer.checkpoint_every_steps=2")

@@ -58,8 +58,9 @@ class NonFiniteLossError(RunError):
         where = f"at epoch {epoch} step {step} (global step {global_step})"
         if key != "train_loss":
             where = f"in the evaluation after epoch {epoch} (global step {global_step})"
-        fixes = "lower optimizer.lr, set task.grad_clip"
-        fixes += ", or use trainer.precision=fp32" if precision != "fp32" else ", or use another seed"
+        fixes = "lower optimizer.lr or set task.grad_clip"
+        if precision != "fp32":
+            fixes = "lower optimizer.lr, set task.grad_clip, or use trainer.precision=fp32"
         what = "loss" if key == "train_loss" else "value"
         super().__init__(key, f"non-finite {what} ({value}) {where}", f"{kept}; {fixes}")
         self.epoch, self.step, self.global_step = epoch, step, global_step

@@ -353,6 +353,7 @@ class Trainer:
             self._end_epoch(epoch)
             _, self.signum = distributed.agree(False, stop.signum, self.env)
             if self.signum is not None:
+                self._promote()
                 raise Preempted(self.signum, str(self.files.checkpoint))
 
     def _step(self, batch: Any, stop: StopRequest) -> float:
