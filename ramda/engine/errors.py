@@ -39,8 +39,9 @@ class OutputError(RunError):
 
 
 class NonFiniteLossError(RunError):
-    """The training loss or an evaluation metric became NaN or infinite; the run stops, marked failed, and its
-    last good checkpoint (one whose parameters gave a finite loss) is kept."""
+    """The training loss, a weight (``model.<name>``, checked before every checkpoint) or an evaluation metric
+    became NaN or infinite; the run stops, marked failed, and its last good checkpoint (finite weights that gave a
+    finite loss) is kept."""
 
     def __init__(
         self,
@@ -56,12 +57,12 @@ class NonFiniteLossError(RunError):
             f"the last good checkpoint is kept at {checkpoint}" if checkpoint else "no checkpoint was saved"
         )
         where = f"at epoch {epoch} step {step} (global step {global_step})"
-        if key != "train_loss":
+        if key != "train_loss" and not key.startswith("model."):
             where = f"in the evaluation after epoch {epoch} (global step {global_step})"
         fixes = "lower optimizer.lr or set task.grad_clip"
         if precision != "fp32":
             fixes = "lower optimizer.lr, set task.grad_clip, or use trainer.precision=fp32"
-        what = "loss" if key == "train_loss" else "value"
+        what = "loss" if key == "train_loss" else "weight" if key.startswith("model.") else "value"
         super().__init__(key, f"non-finite {what} ({value}) {where}", f"{kept}; {fixes}")
         self.epoch, self.step, self.global_step = epoch, step, global_step
 

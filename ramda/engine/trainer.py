@@ -272,9 +272,9 @@ class Trainer:
             self._promote()
         except NonFiniteLossError as err:
             if err.key == "train_loss":
-                self.files.discard()  # its parameters gave the non-finite loss
+                self.files.discard()  # its weights gave the non-finite loss
             else:
-                self._promote()  # the epoch's training, saved before the evaluation
+                self._promote()  # finite weights (an evaluation metric overflowed): the epoch's training
             self._fail(str(err))
             raise
         except Preempted:
@@ -469,17 +469,31 @@ class Trainer:
             round(solver_steps / world),
         )
 
-    def _params_finite(self) -> bool:
-        return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
-
     def _promote(self) -> None:
-        """The pending checkpoint becomes ``checkpoint.pt`` when the parameters are finite."""
-        if self._params_finite():
-            self.files.promote()
+        """The pending checkpoint (finite weights, see :meth:`_save`) becomes ``checkpoint.pt``."""
+        self.files.promote()
+
+    def _check_finite_weights(self) -> None:
+        """Raise :class:`NonFiniteLossError` naming the first parameter or buffer that is NaN or infinite."""
+        for name, t in self.model.state_dict().items():
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                value = float(t[~torch.isfinite(t)].flatten()[0])
+                checkpoint = str(self.files.checkpoint) if self.files.checkpoint.is_file() else ""
+                raise NonFiniteLossError(
+                    self.epoch + 1,
+                    self.step_in_epoch,
+                    self.global_step,
+                    value,
+                    checkpoint,
+                    key=f"model.{name}",
+                    precision=self.cfg.trainer.precision,
+                )
 
     def _save(self) -> None:
         """Write the pending checkpoint (rank 0); every rank takes part (the epoch's tally and each rank's RNG
-        state). It becomes ``checkpoint.pt`` once its parameters have given a finite loss (:meth:`_step`)."""
+        state). Non-finite weights are never written; a checkpoint becomes ``checkpoint.pt`` once its weights have
+        given a finite loss (:meth:`_step`)."""
+        self._check_finite_weights()
         partial = asdict(self._global_tally())
         rngs = distributed.all_gather(ckpt.rng_state(), self.env)
         if not self.env.is_main:
