@@ -301,6 +301,12 @@ class Nuclear(Regularizer):
 REGULARIZERS: dict[str, Regularizer] = {r.name: r for r in (GroupLasso(), L1(), Nuclear(), Binary())}
 
 
+def check_lam(lam: float) -> None:
+    """λ is a finite number ≥ 0 (the one place this is checked); ``ValueError`` otherwise."""
+    if not (math.isfinite(lam) and lam >= 0.0):
+        raise ValueError(f"lam (λ) must be a finite number >= 0, got {lam}")
+
+
 def get_regularizer(name: str | None, where: str = "regularizer") -> Regularizer | None:
     """Look a regulariser up by name (``None``/``"none"`` mean no regulariser)."""
     if name is None or name == "none":

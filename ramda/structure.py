@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ramda.regularizers import check_lam
+
 _RNN_TYPES = (nn.RNNBase, nn.RNNCellBase)
 _EXCLUDED_SUBTREES = (nn.AdaptiveLogSoftmaxWithLoss,)
 
@@ -61,8 +63,7 @@ def param_groups(
 ) -> list[dict[str, Any]]:
     """Optimizer param groups with the paper's layout: the structured tensors with ``lam`` and ``regularizer``,
     then every other trainable parameter with ``lam = 0``. Usable by any ``torch.optim`` optimizer too."""
-    if lam < 0:
-        raise ValueError(f"lam (λ) must be >= 0, got {lam}")
+    check_lam(lam)
     structured = [p for _, p in structured_parameters(model)]
     ids = {id(p) for p in structured}
     rest = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
