@@ -29,6 +29,8 @@ SMALL = [
     "optimizer.lr=0.01",
     "regularizer.lam=0.01",
     "trainer.epochs=3",
+    "trainer.milestones=[]",
+    "trainer.momentum_start_epoch=null",
     "task.max_train_batches=6",
     "trainer.threads=1",
     "trainer.progress=lines",
@@ -255,7 +257,7 @@ def test_run_directory_errors_are_one_line_before_any_work(tmp_path: Path) -> No
         "": "error: hydra.run.dir: is empty",
     }
     for run_dir, expected in cases.items():
-        proc = train(run_dir, "trainer.epochs=1")
+        proc = train(run_dir, *SMALL)
         one_line(proc, 2, expected)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
     assert not (ROOT / "metrics.jsonl").exists()
@@ -272,7 +274,7 @@ def test_read_only_file_system_is_one_line(tmp_path: Path) -> None:
     mnt = tmp_path / "ro"
     _mount_tmpfs(mnt, "ro,size=1m")
     try:
-        proc = train(mnt / "run", "trainer.epochs=1")
+        proc = train(mnt / "run", *SMALL)
         one_line(proc, 2, f"error: hydra.run.dir: {mnt / 'run'} is on a read-only file system")
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
@@ -382,6 +384,7 @@ def test_a_diverging_run_keeps_a_checkpoint_of_finite_weights(tmp_path: Path) ->
         "optimizer=msgd",
         "optimizer.lr=1000",
         "trainer.epochs=3",
+        "trainer.milestones=[]",
         "trainer.checkpoint_every_steps=1",
         "task.max_train_batches=8",
         "trainer.threads=1",
@@ -492,6 +495,7 @@ def test_a_truncated_jpeg_stops_the_run_with_one_line_and_keeps_the_epoch(tmp_pa
         "trainer.precision=fp32",
         "trainer.threads=1",
         "trainer.epochs=1",
+        "trainer.milestones=[]",
         "optimizer=msgd",
     )
     one_line(proc, 2, f"error: {bad}: not a readable image")

@@ -71,34 +71,71 @@ def _read_only(path: Path) -> bool:
 
 
 class RunLock:
-    """The exclusive lock on a run directory, held from before the checkpoint is read until the run ends."""
+    """The exclusive lock on a run directory, held from before the checkpoint is read until the run ends.
+
+    ``<run dir>/.lock`` exists only while a run holds it (a killed run's file is reused), and nothing is written
+    into it: a refused run leaves the directory as it was. The holder's pid comes from ``/proc/locks``."""
 
     def __init__(self, run_dir: Path) -> None:
-        path = run_dir / LOCK_NAME
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-        except OSError as err:
-            raise ConfigError("hydra.run.dir", f"cannot create {path} ({err.strerror})") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise ConfigError("hydra.run.dir", f"cannot lock {path} ({err.strerror})") from None
-            raise ConfigError(
-                "hydra.run.dir",
-                f"{run_dir} is in use by another run (pid {holder})",
-                "valid: wait until it ends (it resumes there), or another hydra.run.dir",
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd: int | None = fd
+        self.path = run_dir / LOCK_NAME
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+                self.created = True
+            except FileExistsError:
+                try:
+                    fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+                except FileNotFoundError:
+                    continue  # its holder just removed it
+                self.created = False
+            except OSError as err:
+                raise ConfigError("hydra.run.dir", f"cannot create {self.path} ({err.strerror})") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as err:
+                holder = _holder(fd)
+                os.close(fd)
+                if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise ConfigError("hydra.run.dir", f"cannot lock {self.path} ({err.strerror})") from None
+                raise ConfigError(
+                    "hydra.run.dir",
+                    f"{run_dir} is in use by another run (pid {holder})",
+                    "valid: wait until it ends (it resumes there), or another hydra.run.dir",
+                ) from None
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                self._fd: int | None = fd
+                return
+            os.close(fd)  # locked a file its holder removed on release: lock the current one
 
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+    def release(self, remove: bool) -> None:
+        """Unlock; ``remove`` the lock file too (a refused run removes only a file it created)."""
+        if self._fd is None:
+            return
+        if remove or self.created:
+            self.path.unlink(missing_ok=True)
+        os.close(self._fd)
+        self._fd = None
+
+
+def _holder(fd: int) -> str:
+    """The pid holding a flock on ``fd``'s file, from ``/proc/locks`` (``unknown`` where it cannot be read)."""
+    inode = str(os.fstat(fd).st_ino)
+    try:
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return "unknown"
+    for line in lines:
+        parts = line.split()
+        if "FLOCK" not in parts or "->" in parts:
+            continue
+        i = parts.index("FLOCK")
+        if len(parts) > i + 4 and parts[i + 4].rsplit(":", 1)[-1] == inode:
+            return parts[i + 3]
+    return "unknown"
 
 
 def remove_stale_writes(run_dir: Path) -> list[Path]:

@@ -144,6 +144,7 @@ class Trainer:
         """Join the process group when launched by torchrun/srun, train, leave it (every rank together)."""
         self.env = distributed.setup(self.cfg.trainer.device, self.cfg.seed, self.cfg.trainer.threads)
         self.lock: RunLock | None = None
+        self.started = False  # past the checks: the run writes its directory
         together = False
         try:
             summary = self._run()
@@ -155,7 +156,7 @@ class Trainer:
         finally:
             distributed.close(self.env, wait=together)
             if self.lock is not None:
-                self.lock.release()
+                self.lock.release(remove=self.started)
 
     def _run(self) -> dict[str, Any]:
         state = self._open_run_dir()
@@ -250,6 +251,7 @@ class Trainer:
     def _open_outputs(self, state: dict[str, Any] | None) -> None:
         """``config.yaml``, the console, W&B and the ``running`` summary."""
         cfg, env = self.cfg, self.env
+        self.started = True
         self.files.write_config(OmegaConf.to_yaml(self.config_dict))
         self.console = Console(cfg.trainer.progress, env.is_main, cfg.trainer.epochs)
         self.wandb = None
