@@ -191,7 +191,7 @@ def test_forloop_goes_right_direction(case, contiguous, with_lrsched):
     for _ in range(20):
         loss = opt.step(functools.partial(fwd_bwd, opt, weight, bias, x))
         for scheduler in schedulers:
-            scheduler.step(loss) if isinstance(scheduler, ReduceLROnPlateau) else scheduler.step()
+            scheduler.step(loss.item()) if isinstance(scheduler, ReduceLROnPlateau) else scheduler.step()
     assert fwd_bwd(opt, weight, bias, x).item() < initial
 
 

@@ -20,6 +20,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from ramda.config import OPTIMIZERS
 from ramda.engine import checkpoint as ckpt
 from ramda.engine import distributed
 from ramda.engine.build import build_optimizer, build_schedules
@@ -329,9 +330,8 @@ class Trainer:
         self.scaler.update()
         if self.momentum_schedule is not None:
             self.momentum_schedule.step(self.epoch)
-        solver = getattr(opt, "solver_iterations", None)
-        if solver is not None:
-            iters = solver()
+        if OPTIMIZERS[self.cfg.optimizer.name].solver:
+            iters = opt.solver_iterations()
             if math.isfinite(iters):
                 self.tally.solver_sum += iters
                 self.tally.solver_steps += 1

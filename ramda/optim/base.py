@@ -12,7 +12,7 @@ from torch.optim import Optimizer
 
 from ramda.kernels import numba_available, triton_available
 from ramda.kernels.gpu import fused_supported as gpu_supported
-from ramda.regularizers import Regularizer, get_regularizer
+from ramda.regularizers import Regularizer, check_lam, get_regularizer
 from ramda.solver import STOP_MODES, default_stop
 
 
@@ -78,8 +78,7 @@ class RegularizedOptimizer(Optimizer):
             raise ValueError(f"lr as a tensor must have exactly one element, got shape {tuple(lr.shape)}")
         if lr < 0.0:
             raise ValueError(f"lr must be >= 0, got {float(lr)}")
-        if group["lam"] < 0.0:
-            raise ValueError(f"lam (λ) must be >= 0, got {group['lam']}")
+        check_lam(group["lam"])
         if "momentum" in group:
             _check_momentum(group["momentum"])
         if "eps" in group and group["eps"] < 0.0:

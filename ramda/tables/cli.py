@@ -22,9 +22,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from experiments import names as experiment_names
-
 from .aggregate import Table, build_table, groups, table_names
+from .experiments import names as experiment_names
 from .plots import plot
 from .records import RunRecord, TablesError, load_local, load_wandb
 from .render import to_csv, to_latex, to_markdown

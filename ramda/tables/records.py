@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from experiments import get as get_experiment
+from .experiments import get as get_experiment
 
 STATUSES = ("completed", "failed", "running")
 SUMMARY_KEYS = ("status", "table", "task", "optimizer", "seed", "metric")
