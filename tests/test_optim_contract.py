@@ -136,6 +136,7 @@ ERRORS = [
     for cls in (RAMDA, RMDA, ProxSGD, ProxGen)
     for kwargs, match in [
         (dict(lr=-1e-2), "lr must be >= 0"),
+        (dict(lr=float("nan")), "lr must be >= 0"),
         (dict(lr=torch.tensor([1e-2, 1e-3])), "lr as a tensor must have exactly one element"),
         (dict(lam=-0.1), "lam"),
         (dict(regularizer="nope"), "regularizer"),
@@ -145,6 +146,7 @@ ERRORS = [
     (RMDA, dict(momentum=1.5), "momentum must be in"),
     (ProxSGD, dict(momentum=-0.1), "momentum must be in"),
     (RAMDA, dict(eps=-1.0), "eps must be >= 0"),
+    (ProxGen, dict(eps=float("nan")), "eps must be >= 0"),
     (RAMDA, dict(stop="never"), "stop must be one of"),
     (ProxGen, dict(max_iters=0), "max_iters must be >= 1"),
     (ProxGen, dict(betas=(0.9, 1.0)), "betas"),
