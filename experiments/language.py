@@ -1,7 +1,7 @@
 """WikiText-103 / Transformer-XL base (paper Table 3): validation perplexity, weighted group sparsity and
 time per epoch, mean ± std over seeds 1–3. The per-optimizer lr/λ are the sweep-chosen presets."""
 
-from experiments import Experiment, PaperRow, Stat
+from ramda.tables.experiments import Experiment, PaperRow, Stat
 
 EXPERIMENT = Experiment(
     name="language",

@@ -139,11 +139,14 @@ def time_minutes(text: str) -> float | None:
 
 def read_partitions(run: Callable[..., subprocess.CompletedProcess] = subprocess.run) -> dict[str, Partition]:
     """Every partition with its node groups, from ``sinfo``; ``ClusterError`` if ``sinfo`` is unavailable."""
-    if shutil.which("sinfo") is None:
-        raise ClusterError("sinfo not found: the SLURM client tools are not installed on this machine")
-    proc = run(
-        ["sinfo", "--noheader", "--format=%P|%c|%m|%G|%l|%D"], capture_output=True, text=True, timeout=60
-    )
+    try:
+        proc = run(
+            ["sinfo", "--noheader", "--format=%P|%c|%m|%G|%l|%D"], capture_output=True, text=True, timeout=60
+        )
+    except FileNotFoundError:
+        raise ClusterError(
+            "sinfo not found: the SLURM client tools are not installed on this machine"
+        ) from None
     if proc.returncode != 0:
         lines = (proc.stderr or proc.stdout).strip().splitlines()
         raise ClusterError(f"sinfo failed: {lines[-1] if lines else f'exit {proc.returncode}'}")
@@ -259,7 +262,12 @@ def job_state(job: str) -> str:
     return match.group(1) if match else "UNKNOWN"
 
 
-def requeue_self(max_requeues: int, out: TextIO = sys.stderr, env: Mapping[str, str] = os.environ) -> bool:
+def requeue_self(
+    max_requeues: int,
+    out: TextIO = sys.stderr,
+    env: Mapping[str, str] = os.environ,
+    sweep_dir: str = "<sweep dir>",
+) -> bool:
     """Requeue this job (after the runner saved its checkpoint on a stop signal), unless it was requeued
     ``max_requeues`` times already, or SLURM is requeuing it anyway (preemption, ``scontrol requeue``).
     Only the job's first process acts. Returns whether this call requeued the job."""
@@ -270,7 +278,7 @@ def requeue_self(max_requeues: int, out: TextIO = sys.stderr, env: Mapping[str, 
     if restarts >= max_requeues:
         print(
             f"not requeuing job {job}: requeued {restarts} time(s) already (hydra.launcher.max_requeues="
-            f"{max_requeues}); resubmit the same sweep to resume from the checkpoint",
+            f"{max_requeues}); the same sweep command with hydra.sweep.dir={sweep_dir} resumes it",
             file=out,
             flush=True,
         )
@@ -364,7 +372,8 @@ class Waiter:
                     continue
                 t.gone_since = t.gone_since or now
                 state = self.final_state(t.job.job_id).split()[0].rstrip("+")
-                if state not in ENDED:
+                forgotten = state == "UNKNOWN" and now - t.gone_since >= self.grace_s  # purged by SLURM
+                if state not in ENDED and not forgotten:
                     continue  # requeued (pending again) or between squeue and scontrol
                 if state == "COMPLETED" and now - t.gone_since < self.grace_s:
                     continue  # the result file may not be visible yet on a network file system

@@ -5,6 +5,7 @@ the cluster (e.g. not root)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -62,12 +63,14 @@ def test_cluster_runs_a_batch_job(slurm_cluster: None, tmp_path: Path) -> None:
     job_id = subprocess.run(
         ["sbatch", "--parsable", str(script)], capture_output=True, text=True, check=True, cwd=tmp_path
     ).stdout.strip()
-    wait_gone(job_id, 30)
+    wait_gone(job_id, 120)  # a job of an earlier test may still hold the node's CPUs while it completes
     assert job_field(job_id, "JobState") == "COMPLETED"
     assert (tmp_path / "out.txt").read_text().split("\n")[:2] == [f"batch {job_id}", "step"]
 
 
 TINY = ["trainer.epochs=1", "task.max_train_batches=4", "task.max_eval_batches=2"]
+# The demo presets' milestones and momentum start lie beyond these short runs, which validation refuses.
+NO_SCHEDULE = ["trainer.milestones=[]", "trainer.momentum_start_epoch=null"]
 # The launcher's own resources for a digits run (1 CPU, 4 GB, no GPU): two jobs run side by side on a 2-CPU
 # node. The submitter polls squeue every second.
 SLURM = ["hydra/launcher=slurm", "hydra.launcher.poll_s=1"]
@@ -110,7 +113,7 @@ def test_demo_sweep_on_slurm_then_tables(
     cmd = [sys.executable, "train.py", "-m", "experiment=demo", "optimizer=ramda,proxsgd", "seed=1,2"]
     try:
         proc = subprocess.run(
-            [*cmd, *TINY, *SLURM, f"hydra.sweep.dir={sweep}"],
+            [*cmd, *TINY, *NO_SCHEDULE, *SLURM, f"hydra.sweep.dir={sweep}"],
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -149,6 +152,7 @@ def sweep_cmd(sweep: Path, *overrides: str) -> list[str]:
         "-m",
         "experiment=demo",
         *SLURM,
+        *NO_SCHEDULE,
         *overrides,
         f"hydra.sweep.dir={sweep}",
     ]
@@ -344,3 +348,26 @@ def test_stop_signals_requeue_the_jobs_and_they_resume(slurm_cluster: None, tmp_
         assert log.count("Starting with JobEnvironment") == 3, log[-3000:]
         assert log.count(f"requeued job {job} (requeue") == (1 if i == 0 else 2), log[-3000:]
         assert log.count("stopped by signal 10: checkpoint saved") == (1 if i == 0 else 2), log[-3000:]
+
+
+def running(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def test_stop_stops_every_daemon_start_started(slurm_cluster: None) -> None:
+    """`slurm.sh stop` ends slurmd, slurmctld and the munged that `start` launched (last test of the module:
+    the cluster stays stopped; the next module that needs it starts it again)."""
+    state = Path(os.environ.get("RAMDA_SLURM_STATE", "/var/lib/ramda-slurm"))
+    pids = {p.stem: int(p.read_text()) for p in state.glob("*.pid")}
+    assert {"slurmctld", "slurmd"} <= set(pids) and all(running(p) for p in pids.values()), pids
+    subprocess.run(["bash", str(ROOT / "scripts" / "ci" / "slurm.sh"), "stop"], check=True, timeout=120)
+    assert not [name for name, pid in pids.items() if running(pid)]
+    assert not list(state.glob("*.pid"))
+    status = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "ci" / "slurm.sh"), "status"], capture_output=True
+    )
+    assert status.returncode == 1

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import experiments
 from ramda import tables
+from ramda.tables import experiments
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -32,6 +32,7 @@ def test_train_py_lowers_loss_and_zeroes_groups_under_a_large_lambda(tmp_path: P
         "optimizer.momentum=1.0",
         "regularizer.lam=3e-4",
         "trainer.epochs=2",
+        "trainer.milestones=[]",
         "trainer.progress=none",
         f"hydra.run.dir={run}",
     ]

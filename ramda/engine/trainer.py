@@ -20,12 +20,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from ramda.config import OPTIMIZERS
 from ramda.engine import checkpoint as ckpt
 from ramda.engine import distributed
 from ramda.engine.build import build_optimizer, build_schedules
 from ramda.engine.env import seed_everything
-from ramda.engine.errors import ConfigError, NonFiniteLossError, Preempted
+from ramda.engine.errors import ConfigError, NonFiniteLossError, OutputError, Preempted
 from ramda.engine.logging import Console, RunFiles, WandbLogger
+from ramda.engine.rundir import RunLock, remove_stale_writes
 from ramda.engine.signals import StopRequest
 from ramda.files import atomic_write
 from ramda.structure import sparsity_report
@@ -86,6 +88,18 @@ def _momentum(optimizer: torch.optim.Optimizer) -> float | None:
     return None
 
 
+def _check_optimizer_shapes(optimizer: torch.optim.Optimizer) -> None:
+    """Raise ``ValueError`` when a loaded per-parameter state tensor does not have its parameter's shape
+    (``load_state_dict`` checks only the number of parameters)."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            for key, value in optimizer.state.get(p, {}).items():
+                if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != p.shape:
+                    raise ValueError(
+                        f"size mismatch for optimizer state '{key}': {tuple(value.shape)} != {tuple(p.shape)}"
+                    )
+
+
 class Trainer:
     """One run of one config in one run directory. :meth:`run` returns the summary it wrote."""
 
@@ -115,6 +129,7 @@ class Trainer:
         if mode == "never" or (mode == "auto" and not existing):
             return None
         path = self.files.checkpoint if mode == "auto" else Path(mode)
+        self.resume_path = path
         state = ckpt.load(path)
         mismatch = _config_mismatch(state.get("config", {}), self.config_dict)
         if mismatch:
@@ -129,6 +144,8 @@ class Trainer:
     def run(self) -> dict[str, Any]:
         """Join the process group when launched by torchrun/srun, train, leave it (every rank together)."""
         self.env = distributed.setup(self.cfg.trainer.device, self.cfg.seed, self.cfg.trainer.threads)
+        self.lock: RunLock | None = None
+        self.started = False  # past the checks: the run writes its directory
         together = False
         try:
             summary = self._run()
@@ -139,6 +156,8 @@ class Trainer:
             raise
         finally:
             distributed.close(self.env, wait=together)
+            if self.lock is not None:
+                self.lock.release(remove=self.started)
 
     def _run(self) -> dict[str, Any]:
         state = self._open_run_dir()
@@ -152,6 +171,16 @@ class Trainer:
         env = self.env
         self.run_dir = distributed.rank0_run_dir(self.run_dir, env)
         self.files = RunFiles(self.run_dir, enabled=env.is_main)
+        error = None
+        if env.is_main:  # one process per run directory, from before the checkpoint is read to the end
+            try:
+                self.lock = RunLock(self.run_dir)
+                remove_stale_writes(self.run_dir)
+            except ConfigError as err:
+                error = err
+        errors = [e for e in distributed.all_gather(error, env) if e is not None]
+        if errors:
+            raise errors[0]
         state = self._resume_state()
         steps = distributed.all_gather(-1 if state is None else state["global_step"], env)
         if len(set(steps)) > 1:
@@ -199,17 +228,21 @@ class Trainer:
         self.wandb_id: str | None = None
         if state is None:
             return
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.lr_schedule.load_state_dict(state["lr_schedule"])
-        if self.momentum_schedule is not None and state.get("momentum_schedule"):
-            self.momentum_schedule.load_state_dict(state["momentum_schedule"])
-        self.scaler.load_state_dict(state["scaler"])
-        rngs = state.get("rng_ranks") or [state["rng"]]
-        if env.rank < len(rngs):
-            ckpt.set_rng_state(rngs[env.rank])
-        else:  # a rank the saving run did not have (resumed on more processes)
-            seed_everything(distributed.rank_seed(self.cfg.seed + state["global_step"], env.rank))
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            _check_optimizer_shapes(self.optimizer)
+            self.lr_schedule.load_state_dict(state["lr_schedule"])
+            if self.momentum_schedule is not None and state.get("momentum_schedule"):
+                self.momentum_schedule.load_state_dict(state["momentum_schedule"])
+            self.scaler.load_state_dict(state["scaler"])
+            rngs = state.get("rng_ranks") or [state["rng"]]
+            if env.rank < len(rngs):
+                ckpt.set_rng_state(rngs[env.rank])
+            else:  # a rank the saving run did not have (resumed on more processes)
+                seed_everything(distributed.rank_seed(self.cfg.seed + state["global_step"], env.rank))
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as err:
+            raise ckpt.misfit(self.resume_path, err) from None
         self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
         self.global_step, self.history = state["global_step"], list(state["history"])
         self.tally = EpochTally(**state["partial"])  # per global step: the same on every rank
@@ -219,6 +252,7 @@ class Trainer:
     def _open_outputs(self, state: dict[str, Any] | None) -> None:
         """``config.yaml``, the console, W&B and the ``running`` summary."""
         cfg, env = self.cfg, self.env
+        self.started = True
         self.files.write_config(OmegaConf.to_yaml(self.config_dict))
         self.console = Console(cfg.trainer.progress, env.is_main, cfg.trainer.epochs)
         self.wandb = None
@@ -239,18 +273,25 @@ class Trainer:
         try:
             with StopRequest() as stop:
                 self._train(stop)
+            self._promote()
         except NonFiniteLossError as err:
-            summary = self.summary("failed", error=str(err))
-            self.files.write_summary(summary)
-            self._finish(summary, exit_code=1)
+            if err.key == "train_loss":
+                self.files.discard()  # its weights gave the non-finite loss
+            else:
+                self._promote()  # finite weights (an evaluation metric overflowed): the epoch's training
+            self._fail(str(err))
             raise
         except Preempted:
             self._finish(self.summary("running"), exit_code=1)
             raise
-        except Exception as err:  # any other failure: record it, keep the last checkpoint, re-raise
-            summary = self.summary("failed", error=f"{type(err).__name__}: {err}")
-            self.files.write_summary(summary)
-            self._finish(summary, exit_code=1)
+        except OutputError as err:  # disk full: the last checkpoint stays; record the failure if possible
+            with contextlib.suppress(OutputError):
+                self._fail(str(err))
+            raise
+        except Exception as err:  # any other failure: keep what was trained, record it, re-raise
+            with contextlib.suppress(OutputError):
+                self._promote()
+            self._fail(f"{type(err).__name__}: {err}")
             raise
         finally:
             self.console.close()
@@ -283,6 +324,13 @@ class Trainer:
             f"{100 * figures['params_kept']:.1f}%, CPU speedup {speedup} ({self.run_dir / 'slim.pt'})"
         )
         return figures
+
+    def _fail(self, error: str) -> None:
+        summary = self.summary("failed", error=error)
+        try:
+            self.files.write_summary(summary)
+        finally:
+            self._finish(summary, exit_code=1)
 
     def _finish(self, summary: dict[str, Any], exit_code: int = 0) -> None:
         if self.wandb is not None:
@@ -320,13 +368,17 @@ class Trainer:
                     )
                 if self.signum is not None:
                     self._save()
+                    self._promote()
                     raise Preempted(self.signum, str(self.files.checkpoint))
                 if every and self.global_step % every == 0 and self.step_in_epoch < n_batches:
                     self._save()
                 tick = time.perf_counter()
+            if self.step_in_epoch == n_batches and n_batches > 0:
+                self._save()  # the epoch's training is kept even if its evaluation fails
             self._end_epoch(epoch)
             _, self.signum = distributed.agree(False, stop.signum, self.env)
             if self.signum is not None:
+                self._promote()
                 raise Preempted(self.signum, str(self.files.checkpoint))
 
     def _step(self, batch: Any, stop: StopRequest) -> float:
@@ -340,8 +392,14 @@ class Trainer:
         if nonfinite:
             checkpoint = str(self.files.checkpoint) if self.files.checkpoint.is_file() else ""
             raise NonFiniteLossError(
-                self.epoch + 1, self.step_in_epoch + 1, self.global_step + 1, value, checkpoint
+                self.epoch + 1,
+                self.step_in_epoch + 1,
+                self.global_step + 1,
+                value,
+                checkpoint,
+                precision=self.cfg.trainer.precision,
             )
+        self.files.promote()  # the pending checkpoint's parameters just gave a finite loss
         opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.task.cfg.grad_clip > 0:
@@ -351,9 +409,8 @@ class Trainer:
         self.scaler.update()
         if self.momentum_schedule is not None:
             self.momentum_schedule.step(self.epoch)
-        solver = getattr(opt, "solver_iterations", None)
-        if solver is not None:
-            iters = solver()
+        if OPTIMIZERS[self.cfg.optimizer.name].solver:
+            iters = opt.solver_iterations()
             if math.isfinite(iters):
                 self.tally.solver_sum += iters
                 self.tally.solver_steps += 1
@@ -370,6 +427,7 @@ class Trainer:
         self.step_model.train()
         if self.task.metric not in metrics:
             raise RuntimeError(f"task {self.cfg.task.name}: evaluate() did not return '{self.task.metric}'")
+        value = float(metrics[self.task.metric])
         tally = self._global_tally()
         record: dict[str, Any] = {
             "epoch": epoch + 1,
@@ -385,13 +443,26 @@ class Trainer:
         self.lr_schedule.step()
         self.history.append(record)
         self.epoch, self.step_in_epoch, self.tally = epoch + 1, 0, EpochTally()
-        self._save()
+        if math.isfinite(value):
+            self._save()
         self.files.append_metrics(record)
-        self.files.write_summary(self.summary("running"))
         if self.wandb is not None:
             self.wandb.log(record)
         self.console.end_epoch()
         self.console.print(self._epoch_line(record))
+        if not math.isfinite(
+            value
+        ):  # recorded as such; the run fails, keeping the epoch's trained checkpoint
+            raise NonFiniteLossError(
+                epoch + 1,
+                0,
+                self.global_step,
+                value,
+                str(self.files.checkpoint),
+                key=self.task.metric,
+                precision=self.cfg.trainer.precision,
+            )
+        self.files.write_summary(self.summary("running"))
 
     def _epoch_line(self, r: dict[str, Any]) -> str:
         metric = self.task.metric
@@ -422,13 +493,36 @@ class Trainer:
             round(solver_steps / world),
         )
 
+    def _promote(self) -> None:
+        """The pending checkpoint (finite weights, see :meth:`_save`) becomes ``checkpoint.pt``."""
+        self.files.promote()
+
+    def _check_finite_weights(self) -> None:
+        """Raise :class:`NonFiniteLossError` naming the first parameter or buffer that is NaN or infinite."""
+        for name, t in self.model.state_dict().items():
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                value = float(t[~torch.isfinite(t)].flatten()[0])
+                checkpoint = str(self.files.checkpoint) if self.files.checkpoint.is_file() else ""
+                raise NonFiniteLossError(
+                    self.epoch + 1,
+                    self.step_in_epoch,
+                    self.global_step,
+                    value,
+                    checkpoint,
+                    key=f"model.{name}",
+                    precision=self.cfg.trainer.precision,
+                )
+
     def _save(self) -> None:
-        """Write the checkpoint (rank 0); every rank takes part (the epoch's tally and each rank's RNG state)."""
+        """Write the pending checkpoint (rank 0); every rank takes part (the epoch's tally and each rank's RNG
+        state). Non-finite weights are never written; a checkpoint becomes ``checkpoint.pt`` once its weights have
+        given a finite loss (:meth:`_step`)."""
+        self._check_finite_weights()
         partial = asdict(self._global_tally())
         rngs = distributed.all_gather(ckpt.rng_state(), self.env)
         if not self.env.is_main:
             return
-        ckpt.save(
+        self.files.save_checkpoint(
             {
                 "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
@@ -444,8 +538,7 @@ class Trainer:
                 "history": self.history,
                 "config": self.config_dict,
                 "wandb_id": self.wandb.id if self.wandb is not None else None,
-            },
-            self.files.checkpoint,
+            }
         )
 
     def summary(self, status: str, error: str | None = None) -> dict[str, Any]:

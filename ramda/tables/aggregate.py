@@ -9,10 +9,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from experiments import Experiment, PaperRow, order_key
-from experiments import get as get_experiment
-from experiments import names as experiment_names
-
+from .experiments import Experiment, PaperRow, order_key
+from .experiments import get as get_experiment
+from .experiments import names as experiment_names
 from .records import RunRecord
 
 

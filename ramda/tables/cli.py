@@ -1,11 +1,8 @@
 """``make tables``: from run directories (or a W&B project) to the paper's tables and per-epoch curves.
 
 ``python -m ramda.tables [--runs results/runs] [--out results/tables] [--figures results/figures]
-<<<<<<< HEAD
-[--table NAME] [--frontier [TABLE]] [--print] [--source local|wandb] [--wandb-project [ENTITY/]PROJECT]``
-=======
-[--table NAME] [--print] [--strict] [--source local|wandb] [--wandb-project [ENTITY/]PROJECT]``
->>>>>>> main
+[--table NAME] [--frontier [TABLE]] [--print] [--strict] [--source local|wandb]
+[--wandb-project [ENTITY/]PROJECT]``
 
 Every run is one ``summary.json`` (+ ``metrics.jsonl``) found anywhere under ``--runs``; one that cannot be
 read (not UTF-8, not JSON, ``NaN``, truncated, a directory) is a warning naming the file and is skipped
@@ -28,10 +25,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from experiments import names as experiment_names
-
 from . import frontier as fr
 from .aggregate import Table, build_table, groups, table_names
+from .experiments import names as experiment_names
 from .plots import plot
 from .records import RunRecord, TablesError, load_local, load_wandb
 from .render import to_csv, to_latex, to_markdown
@@ -150,7 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.source == "wandb":
             if not args.wandb_project:
                 raise TablesError("--source wandb needs --wandb-project [ENTITY/]PROJECT")
-            records = load_wandb(args.wandb_project, args.frontier or args.table)
+            records = load_wandb(args.wandb_project, args.frontier or args.table, problems)
+            if args.table and not records:  # a per-task table name (e.g. adhoc-digits) is no runs' `table`
+                records = load_wandb(args.wandb_project, None, problems)
         else:
             records = load_local(args.runs, problems)
         for p in problems or []:

@@ -17,10 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from experiments import display_name, order_key
-from experiments import get as get_experiment
-
 from .aggregate import Cell, _pick
+from .experiments import display_name, order_key
+from .experiments import get as get_experiment
 from .records import RunRecord
 
 

@@ -7,9 +7,8 @@ import os
 import statistics
 from pathlib import Path
 
-from experiments import display_name
-
 from .aggregate import Row, Table
+from .experiments import display_name
 
 
 def curves(row: Row, key: str, scale: float = 1.0) -> tuple[list[float], list[float], list[float]]:

@@ -6,9 +6,8 @@ import csv
 import io
 import math
 
-from experiments import Stat, display_name
-
 from .aggregate import Cell, Row, Table
+from .experiments import Stat, display_name
 
 
 def _fmt(cell: Cell | Stat | None, digits: int, pm: str = " ± ") -> str:

@@ -5,8 +5,9 @@
 #   scripts/ci/slurm.sh start     install if missing, write the config, start munged, slurmctld and slurmd,
 #                                 wait until `sinfo` shows this node idle (does nothing if it already is)
 #   scripts/ci/slurm.sh status    exit 0 iff the node is up (idle, mixed or allocated)
-#   scripts/ci/slurm.sh stop      stop every daemon `start` started (slurmd, slurmctld, and munged if `start`
-#                                 launched it), by their pid files, and wait until they are gone
+#   scripts/ci/slurm.sh stop      cancel the jobs still queued and wait (30 s at most) until they have ended,
+#                                 then stop every daemon `start` started (slurmd, slurmctld, and munged if
+#                                 `start` launched it), by their pid files, and wait until they are gone
 #
 # Needs root (daemons, /etc/slurm, /run/munge). The cluster: one node named after `hostname -s` at 127.0.0.1
 # with CPUs = nproc and RealMemory = 90 % of MemTotal, one default partition `debug`, no accounting
@@ -164,7 +165,19 @@ status() {
 }
 
 stop() {
-    local f pid
+    local f pid jobs
+    if alive "$STATE/slurmctld.pid" && alive "$STATE/slurmd.pid"; then
+        # Jobs first (their slurmstepd would outlive slurmd, unable to report the end of the job).
+        jobs=$(squeue -h -o %A 2>/dev/null | sort -u | tr '\n' ' ')
+        if [ -n "${jobs// /}" ]; then
+            # shellcheck disable=SC2086
+            scancel $jobs 2>/dev/null || true
+        fi
+        for _ in $(seq 60); do
+            [ -z "$(squeue -h -o %A 2>/dev/null)" ] && break
+            sleep 0.5
+        done
+    fi
     for f in "$STATE/slurmd.pid" "$STATE/slurmctld.pid" "$STATE/munged.pid"; do
         if alive "$f"; then
             pid=$(cat "$f")
