@@ -272,7 +272,8 @@ def test_trainer_export_and_cli_on_a_digits_run(tmp_path):
     run = tmp_path / "run"
     cmd = [
         sys.executable, "train.py", f"hydra.run.dir={run}", "optimizer=proxsgd", "regularizer.lam=0.05",
-        "trainer.epochs=1", "trainer.export=true", "trainer.progress=lines", "task.max_train_batches=3",
+        "trainer.epochs=1", "trainer.milestones=[]", "trainer.export=true", "trainer.progress=lines",
+        "task.max_train_batches=3",
     ]  # fmt: skip
     done = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
