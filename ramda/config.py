@@ -116,9 +116,17 @@ REGULARIZERS: tuple[str, ...] = ("group_lasso", "l1", "nuclear", "binary", "none
 
 @dataclass
 class TrainerConfig:
-    """The training loop. ``milestones`` are epochs where lr ← ``gamma``·lr (and RMDA/RAMDA restart);
-    the momentum schedule c ← min(c₀√j, 1) starts at ``momentum_start_epoch`` (None: the last milestone, or
-    epoch 0 without milestones). ``checkpoint_every_steps`` > 0 also saves mid-epoch (always at epoch ends).
+    """The training loop, counted in ``epochs``, or in optimizer steps when ``max_steps`` > 0 (the epochs then
+    run on until that step). The schedule counts *ticks*: epochs (0-based), or with ``max_steps`` the number of
+    steps taken (1, 2, …), as the authors' scripts pass them to their scheduler.
+    ``lr_schedule``: ``stagewise`` — after tick t with t + 1 in ``milestones`` (epoch or step counts),
+    lr ← ``gamma``·lr and RMDA/RAMDA restart, and their momentum c ← min(c₀√j, 1) rises at every step from tick
+    ``momentum_start`` on (None: the authors' rule, the last milestone − 1: the epoch before the last restart;
+    0 without milestones); or ``cosine`` — torch's ``CosineAnnealingLR`` from lr to 0 over the run's steps,
+    stepped after every optimizer step (no milestones, no momentum schedule).
+    ``eval_every_steps`` > 0 evaluates, writes a metrics row and a checkpoint every that many steps (and at
+    the last step); epochs still end with a row unless ``max_steps`` is set. Evaluation always runs in full
+    precision. ``checkpoint_every_steps`` > 0 also saves mid-epoch (always at epoch ends).
     ``device``: auto|cpu|cuda|cuda:N; ``threads`` > 0 sets torch's CPU threads (0: torch's default);
     ``precision``: fp32|bf16|fp16; ``progress``: auto|bar|lines|none.
     Distributed (torchrun/srun): ``sync_batchnorm`` normalises over the global batch (CUDA only);
@@ -127,10 +135,13 @@ class TrainerConfig:
     """
 
     epochs: int = 10
+    max_steps: int = 0
+    eval_every_steps: int = 0
+    lr_schedule: str = "stagewise"
     milestones: list[int] = field(default_factory=list)
     gamma: float = 0.1
     momentum_schedule: bool = True
-    momentum_start_epoch: int | None = None
+    momentum_start: int | None = None
     precision: str = "fp32"
     device: str = "auto"
     threads: int = 0

@@ -27,6 +27,7 @@ from ramda.engine.env import seed_everything
 from ramda.engine.errors import ConfigError, NonFiniteLossError, Preempted
 from ramda.engine.logging import Console, RunFiles, WandbLogger
 from ramda.engine.signals import StopRequest
+from ramda.optim.schedules import StageWiseLR
 from ramda.structure import sparsity_report
 from ramda.tasks import task_module
 
@@ -164,7 +165,7 @@ class Trainer:
         if cfg.trainer.channels_last and env.device.type == "cuda":
             model.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(cfg, model)
-        self.lr_schedule, self.momentum_schedule = build_schedules(cfg, self.optimizer)
+        self.lr_schedule, self.momentum_schedule = build_schedules(cfg, self.optimizer, self._total_steps())
         self.scaler = torch.amp.GradScaler(env.device.type, enabled=cfg.trainer.precision == "fp16")
         parallel = distributed.wrap(model, env, cfg.trainer.sync_batchnorm)
         self.step_model = torch.compile(parallel) if cfg.trainer.compile else parallel
@@ -186,6 +187,7 @@ class Trainer:
             if self.momentum_schedule is not None and state.get("momentum_schedule"):
                 self.momentum_schedule.load_state_dict(state["momentum_schedule"])
             self.scaler.load_state_dict(state["scaler"])
+            self.task.load_state_dict(state.get("task_ranks") or [{}])
             rngs = state.get("rng_ranks") or [state["rng"]]
             if env.rank < len(rngs):
                 ckpt.set_rng_state(rngs[env.rank])
@@ -249,14 +251,25 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.env.device.type, dtype=dtype)
 
+    def _total_steps(self) -> int:
+        """The run's optimizer steps: ``trainer.max_steps``, or epochs × batches per epoch."""
+        tr = self.cfg.trainer
+        return tr.max_steps if tr.max_steps > 0 else tr.epochs * self.task.num_train_batches()
+
+    def _finished(self) -> bool:
+        tr = self.cfg.trainer
+        return self.global_step >= tr.max_steps if tr.max_steps > 0 else self.epoch >= tr.epochs
+
     def _train(self, stop: StopRequest) -> None:
         cfg = self.cfg
         every = cfg.trainer.checkpoint_every_steps
         log_every = cfg.trainer.log_every_steps
+        eval_every = cfg.trainer.eval_every_steps
+        by_steps = cfg.trainer.max_steps > 0
         n_batches = self.task.num_train_batches()
         self.signum: int | None = None
         self.console.start(self.epoch)
-        while self.epoch < cfg.trainer.epochs:
+        while not self._finished():
             epoch = self.epoch
             self.task.on_epoch_start(epoch)
             self.step_model.train()
@@ -274,10 +287,17 @@ class Trainer:
                 if self.signum is not None:
                     self._save()
                     raise Preempted(self.signum, str(self.files.checkpoint))
-                if every and self.global_step % every == 0 and self.step_in_epoch < n_batches:
+                last = self._finished()
+                periodic = eval_every and self.global_step % eval_every == 0
+                if (periodic and (by_steps or self.step_in_epoch < n_batches)) or (by_steps and last):
+                    self._record(epoch_end=False)
+                elif every and self.global_step % every == 0 and self.step_in_epoch < n_batches:
                     self._save()
+                if last:
+                    break
                 tick = time.perf_counter()
-            self._end_epoch(epoch)
+            if self.step_in_epoch >= n_batches:
+                self._end_epoch(record=not by_steps)
             _, self.signum = distributed.agree(False, stop.signum, self.env)
             if self.signum is not None:
                 raise Preempted(self.signum, str(self.files.checkpoint))
@@ -302,8 +322,6 @@ class Trainer:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.task.cfg.grad_clip)
         self.scaler.step(opt)
         self.scaler.update()
-        if self.momentum_schedule is not None:
-            self.momentum_schedule.step(self.epoch)
         solver = getattr(opt, "solver_iterations", None)
         if solver is not None:
             iters = solver()
@@ -314,11 +332,40 @@ class Trainer:
         self.tally.batches += 1
         self.step_in_epoch += 1
         self.global_step += 1
+        self._schedule_step()
         return value
 
-    def _end_epoch(self, epoch: int) -> None:
+    def _schedule_step(self) -> None:
+        """After every optimizer step: the momentum schedule and, when counted in steps, the lr schedule,
+        with the tick the authors' scripts pass (the epoch, or the number of steps taken; see
+        :mod:`ramda.optim.schedules`). A cosine schedule steps here in every mode."""
+        by_steps = self.cfg.trainer.max_steps > 0
+        tick = self.global_step if by_steps else self.epoch
+        if self.momentum_schedule is not None:
+            self.momentum_schedule.step(tick)
+        if isinstance(self.lr_schedule, StageWiseLR):
+            if by_steps:
+                self.lr_schedule.step(tick)
+        else:
+            self.lr_schedule.step()
+
+    def _end_epoch(self, record: bool) -> None:
+        """The epoch's last step was taken: a metrics row (epoch-counted runs) or just a checkpoint, and the
+        stage-wise lr schedule of epoch-counted runs."""
+        if record:
+            self._record(epoch_end=True)
+            return
+        self.epoch, self.step_in_epoch = self.epoch + 1, 0
+        self._save()
+        self.console.end_epoch()
+
+    def _record(self, epoch_end: bool) -> None:
+        """Evaluate (in full precision, whatever ``trainer.precision`` trains in), append a metrics row for the
+        steps since the previous one, checkpoint. At an epoch end of an epoch-counted run, also the lr
+        schedule's tick and the move to the next epoch."""
+        epoch = self.epoch
         self.step_model.eval()
-        with torch.no_grad(), self._autocast():
+        with torch.no_grad():
             metrics = self.task.evaluate(self.eval_model)
         self.step_model.train()
         if self.task.metric not in metrics:
@@ -335,22 +382,30 @@ class Trainer:
             "solver_iters": tally.solver_sum / tally.solver_steps if tally.solver_steps else None,
             "time_per_epoch": tally.train_time,
         }
-        self.lr_schedule.step()
         self.history.append(record)
-        self.epoch, self.step_in_epoch, self.tally = epoch + 1, 0, EpochTally()
+        self.tally = EpochTally()
+        if epoch_end:
+            if isinstance(self.lr_schedule, StageWiseLR):
+                self.lr_schedule.step(epoch)
+            self.epoch, self.step_in_epoch = epoch + 1, 0
         self._save()
         self.files.append_metrics(record)
         self.files.write_summary(self.summary("running"))
         if self.wandb is not None:
             self.wandb.log(record)
-        self.console.end_epoch()
+        if epoch_end:
+            self.console.end_epoch()
         self.console.print(self._epoch_line(record))
 
     def _epoch_line(self, r: dict[str, Any]) -> str:
         metric = self.task.metric
         solver = f" | solver it {r['solver_iters']:.1f}" if r["solver_iters"] is not None else ""
+        tr = self.cfg.trainer
+        where = f"epoch {r['epoch']}/{tr.epochs}"
+        if tr.max_steps > 0 or tr.eval_every_steps > 0:
+            where = f"epoch {r['epoch']} step {r['step']}" + (f"/{tr.max_steps}" if tr.max_steps > 0 else "")
         return (
-            f"epoch {r['epoch']}/{self.cfg.trainer.epochs} | loss {r['train_loss']:.4f} | {metric} "
+            f"{where} | loss {r['train_loss']:.4f} | {metric} "
             f"{r[metric]:.2f} | sparsity {100 * r['weighted_group_sparsity']:.2f}% (groups "
             f"{100 * r['group_sparsity']:.2f}%, entries {100 * r['unstructured_sparsity']:.2f}%) | "
             f"lr {r['lr']:.3g}{solver} | {r['time_per_epoch']:.2f} s/epoch"
@@ -379,6 +434,7 @@ class Trainer:
         """Write the checkpoint (rank 0); every rank takes part (the epoch's tally and each rank's RNG state)."""
         partial = asdict(self._global_tally())
         rngs = distributed.all_gather(ckpt.rng_state(), self.env)
+        tasks = distributed.all_gather(self.task.state_dict(), self.env)
         if not self.env.is_main:
             return
         ckpt.save(
@@ -387,6 +443,7 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(),
                 "lr_schedule": self.lr_schedule.state_dict(),
                 "momentum_schedule": self.momentum_schedule.state_dict() if self.momentum_schedule else None,
+                "task_ranks": tasks,
                 "scaler": self.scaler.state_dict(),
                 "rng": rngs[0],
                 **({"rng_ranks": rngs} if self.env.distributed else {}),

@@ -18,6 +18,7 @@ LOGGER_MODES = ("auto", "online", "offline", "disabled")
 STOP_RULES = ("objective", "subgradient", "exact")
 NO_REGULARIZER = ("msgd", "adam", "adamw")  # plain torch optimizers: no λ term
 DUAL_AVERAGING = ("rmda", "ramda")
+LR_SCHEDULES = ("stagewise", "cosine")
 
 
 def _one_of(key: str, value: object, valid: Sequence[object]) -> None:
@@ -120,16 +121,25 @@ def validate(cfg: DictConfig, tasks: Sequence[str]) -> None:
     tr = cfg.trainer
     if tr.epochs < 1:
         raise ConfigError("trainer.epochs", f"{tr.epochs} is out of range", "valid: an integer >= 1")
+    for key in ("max_steps", "eval_every_steps"):
+        if tr[key] < 0:
+            raise ConfigError(f"trainer.{key}", f"{tr[key]} < 0", "valid: 0 (off) or a positive integer")
+    _one_of("trainer.lr_schedule", tr.lr_schedule, LR_SCHEDULES)
     milestones = list(tr.milestones)
     if any(m < 1 for m in milestones) or milestones != sorted(set(milestones)):
+        unit = "steps" if tr.max_steps > 0 else "epochs"
         raise ConfigError(
-            "trainer.milestones", f"{milestones} is not valid", "valid: strictly increasing epochs >= 1"
+            "trainer.milestones", f"{milestones} is not valid", f"valid: strictly increasing {unit} >= 1"
+        )
+    if tr.lr_schedule == "cosine" and milestones:
+        raise ConfigError(
+            "trainer.milestones",
+            f"{milestones} with trainer.lr_schedule=cosine",
+            "valid: [] (cosine annealing has no milestones), or trainer.lr_schedule=stagewise",
         )
     _number("trainer.gamma", tr.gamma, 0.0, 1.0, False, True)
-    if tr.momentum_start_epoch is not None and tr.momentum_start_epoch < 0:
-        raise ConfigError(
-            "trainer.momentum_start_epoch", f"{tr.momentum_start_epoch} < 0", "valid: null or >= 0"
-        )
+    if tr.momentum_start is not None and tr.momentum_start < 0:
+        raise ConfigError("trainer.momentum_start", f"{tr.momentum_start} < 0", "valid: null or >= 0")
     for key in ("checkpoint_every_steps", "log_every_steps", "threads"):
         if tr[key] < 0:
             raise ConfigError(f"trainer.{key}", f"{tr[key]} < 0", "valid: 0 (off) or a positive integer")

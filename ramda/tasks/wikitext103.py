@@ -6,11 +6,13 @@ included, is split on whitespace and ends with ``<eos>``; the vocabulary is ``<e
 words by decreasing frequency (ties in order of first appearance), so the adaptive softmax's head holds the
 frequent words. Vocabulary and encoded splits are cached under ``data.cache_dir``.
 
-Batches follow the original recipe's ordered iterator: the token stream is cut into ``batch_size`` contiguous
-columns and read in windows of ``tgt_len`` (targets shifted by one); the model carries a memory of ``mem_len``
-hidden states from one window to the next, reset at each epoch start. Evaluation reads the whole
+Batches follow the recipe's ordered iterator (NVIDIA's, as the authors ran it): the token stream is cut into
+``batch_size`` contiguous columns and read in windows of ``tgt_len`` (targets shifted by one), each epoch with
+every column rotated by a random offset (``roll``); the model carries a memory of ``mem_len`` hidden states
+from one window to the next, across epoch ends too, and checkpoints keep it. Evaluation reads the whole
 validation split the same way (``eval_batch_size`` columns, windows of ``eval_tgt_len``, memory
-``eval_mem_len``), reporting ``val_loss`` = mean NLL over all its tokens and ``perplexity`` = exp(val_loss).
+``eval_mem_len``, no roll), reporting ``val_loss`` = mean NLL over all its tokens and ``perplexity`` =
+exp(val_loss): the figure the authors' table reports. Their test protocol is ``scripts/eval_wikitext103.py``.
 """
 
 from __future__ import annotations
@@ -54,49 +56,37 @@ class DataConfig:
 
 @dataclass
 class Config(TaskConfig):
-    """Transformer-XL base configuration for WikiText-103 (Dai et al., 2019); ``batch_size`` is global."""
+    """NVIDIA's Transformer-XL base for WikiText-103, the authors' model (``Transformer-XL/pytorch/
+    <Opt>_wt103_base.yaml``); ``batch_size`` is global. ``roll``: each epoch rotates every column of the
+    training stream by a random offset drawn with the seed ``seed + epoch + 1`` (the released iterator's
+    ``roll``, epochs counted from 1). ``tie_projs[i]``: softmax cluster i shares the embedding's projection
+    (no effect without projections, i.e. with ``div_val`` 1 and ``d_embed`` = ``d_model``)."""
 
     name: str = "wikitext103"
     data: DataConfig = field(default_factory=DataConfig)
-    batch_size: int = 60
-    eval_batch_size: int = 10
+    batch_size: int = 64
+    eval_batch_size: int = 16
     grad_clip: float = 0.25
     n_layer: int = 16
-    d_model: int = 410
-    n_head: int = 10
-    d_head: int = 41
-    d_inner: int = 2100
+    d_model: int = 512
+    n_head: int = 8
+    d_head: int = 64
+    d_inner: int = 2048
     d_embed: int = 0
     dropout: float = 0.1
     dropatt: float = 0.0
-    tgt_len: int = 150
-    mem_len: int = 150
-    eval_tgt_len: int = 150
-    eval_mem_len: int = 150
+    tgt_len: int = 192
+    mem_len: int = 192
+    eval_tgt_len: int = 192
+    eval_mem_len: int = 192
     clamp_len: int = -1
     same_length: bool = False
-    cutoffs: list[int] = field(default_factory=lambda: [20000, 40000, 200000])
+    cutoffs: list[int] = field(default_factory=lambda: [19997, 39997, 199997])
     div_val: int = 1
     tie_weight: bool = True
+    tie_projs: list[bool] = field(default_factory=lambda: [False, True, True, True])
     pre_lnorm: bool = False
-
-
-TINY: dict[str, Any] = {
-    "batch_size": 4,
-    "eval_batch_size": 2,
-    "n_layer": 2,
-    "d_model": 32,
-    "n_head": 2,
-    "d_head": 16,
-    "d_inner": 64,
-    "dropout": 0.0,
-    "tgt_len": 16,
-    "mem_len": 16,
-    "eval_tgt_len": 16,
-    "eval_mem_len": 16,
-    "cutoffs": [40, 120],
-}
-"""A model small enough for CPU tests and smoke runs on the fixture (``task=wikitext103_tiny``)."""
+    roll: bool = True
 
 
 def split_files(root: Path) -> dict[str, Path]:
@@ -269,14 +259,38 @@ class OrderedLMStream:
         self.rows = rows[:, rank * local : (rank + 1) * local].contiguous()
         self.tgt_len = tgt_len
 
+        self.columns = slice(rank * local, (rank + 1) * local)
+
     def __len__(self) -> int:
         return math.ceil((self.rows.size(0) - 1) / self.tgt_len)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        return self.windows()
+
+    def windows(self, shift: Tensor | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+        """The windows in order; with ``shift`` (one offset per global column, see :func:`roll_shifts`)
+        column c reads the stream rotated by ``shift[c]``: row j holds row ``(j + shift[c]) mod n``."""
         n = self.rows.size(0)
+        cols = torch.arange(self.rows.size(1))
+        local = None if shift is None else shift[self.columns]
         for i in range(0, n - 1, self.tgt_len):
             seq_len = min(self.tgt_len, n - 1 - i)
-            yield self.rows[i : i + seq_len], self.rows[i + 1 : i + 1 + seq_len]
+            if local is None:
+                yield self.rows[i : i + seq_len], self.rows[i + 1 : i + 1 + seq_len]
+            else:
+                block = self.rows[(torch.arange(i, i + seq_len + 1)[:, None] + local) % n, cols]
+                yield block[:-1], block[1:]
+
+
+def roll_shifts(seed: int, epoch: int, n_rows: int, batch_size: int) -> Tensor:
+    """The offset of every column after the released iterator's ``roll`` at epochs 1 … ``epoch + 1`` (it
+    rotates the stream in place at each epoch start, so the offsets add up): at epoch k, column c moves by
+    ``randint(0, n_rows)``, the c-th draw of a generator seeded ``seed + k``."""
+    total = torch.zeros(batch_size, dtype=torch.long)
+    for k in range(1, epoch + 2):
+        gen = torch.Generator().manual_seed(seed + k)
+        total += torch.cat([torch.randint(0, n_rows, (1,), generator=gen) for _ in range(batch_size)])
+    return total % n_rows
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -345,6 +359,7 @@ class WikiText103Task(Task):
             div_val=cfg.div_val,
             d_embed=cfg.d_embed or None,
             tie_weight=cfg.tie_weight,
+            tie_projs=list(cfg.tie_projs),
             clamp_len=cfg.clamp_len,
             same_length=cfg.same_length,
             pre_lnorm=cfg.pre_lnorm,
@@ -360,14 +375,29 @@ class WikiText103Task(Task):
             )
         return self._streams[key]
 
-    def on_epoch_start(self, epoch: int) -> None:
-        """Each epoch reads the stream from its start, so the memory starts empty."""
-        self._mems = None
-
     def train_batches(self, epoch: int) -> Iterable[tuple[Tensor, Tensor]]:
-        """The ordered stream (same order every epoch, as in the recipe); this process's columns."""
+        """The ordered stream, rotated per column for ``epoch`` when ``roll`` is on; this process's columns.
+        The memory carries over from the previous epoch's last window, as in the released loop."""
         stream = self._stream("train", self.cfg.batch_size, self.cfg.tgt_len)
-        return itertools.islice(stream, self.num_train_batches())
+        shift = None
+        if self.cfg.roll:
+            shift = roll_shifts(self.env.seed, epoch, stream.rows.size(0), self.cfg.batch_size)
+        return itertools.islice(stream.windows(shift), self.num_train_batches())
+
+    def state_dict(self) -> dict[str, Any]:
+        """The training memory (``n_layer + 1`` tensors ``[≤ mem_len, local batch, d]``), so that a run resumed
+        mid-epoch continues with it."""
+        return {"mems": None if self._mems is None else [m.detach().cpu() for m in self._mems]}
+
+    def load_state_dict(self, states: list[dict[str, Any]]) -> None:
+        """Every saving rank's memory, joined along the batch and cut into this process's columns (the
+        number of processes may differ from the saving run's)."""
+        if any(s.get("mems") is None for s in states):
+            self._mems = None
+            return
+        stream = self._stream("train", self.cfg.batch_size, self.cfg.tgt_len)
+        layers = zip(*(s["mems"] for s in states))
+        self._mems = [torch.cat(parts, 1)[:, stream.columns].to(self.env.device) for parts in layers]
 
     def num_train_batches(self) -> int:
         n = len(self._stream("train", self.cfg.batch_size, self.cfg.tgt_len))
