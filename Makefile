@@ -5,7 +5,7 @@ PYTHON ?= python
 STAMP := build/.installed
 DEMO_DIR := results/runs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
 
-.PHONY: install demo test tables bench lint
+.PHONY: install demo test tables bench lint docs-numbers
 
 ifeq ($(SKIP_INSTALL),1)
 INSTALLED :=
@@ -35,3 +35,7 @@ bench: $(INSTALLED)
 
 lint:
 	ruff check . && ruff format --check .
+
+# Reruns the commands whose numbers the docs quote and rewrites those blocks (scripts/docs_numbers.py).
+docs-numbers: $(INSTALLED)
+	$(PYTHON) scripts/docs_numbers.py

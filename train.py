@@ -2,7 +2,7 @@
 
 With no arguments: the digits demo (scikit-learn's handwritten digits, a small CNN, RAMDA + group LASSO, CPU).
 ``python train.py task=imagenet optimizer=ramda seed=1`` runs the paper's setting (``configs/preset/``);
-``python train.py -m experiment=vision`` runs a whole table. See README.md.
+``python train.py -m experiment=vision`` runs a whole table. See docs/running.md.
 
 Bad input (an unknown option or key, a value out of range, a missing path, a corrupt checkpoint) is reported
 as one line ``error: <key or path>: <problem>; <what is valid>`` with exit status 2, before anything is written.

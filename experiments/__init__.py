@@ -1,5 +1,5 @@
 """The paper's tables as data: for each table, the task, the optimizers, the seeds, the metric and the paper's
-reported numbers (SPEC §7). ``make tables`` reads these to label, order and annotate the generated tables.
+reported numbers (the paper's Tables). ``make tables`` reads these to label, order and annotate the generated tables.
 
 The optimizer *settings* (lr, momentum, λ, schedule) live once, in the preset configs
 ``configs/preset/<task>/<optimizer>.yaml``; :meth:`Experiment.settings` reads them from there. The

@@ -1,5 +1,5 @@
 """LJSpeech / Tacotron2 (paper Table 4): validation loss, weighted group sparsity and time per epoch,
-mean ± std over seeds 1–3, for the four structured-sparsity optimizers (the Adam baseline of SPEC §6 has a
+mean ± std over seeds 1–3, for the four structured-sparsity optimizers (the Adam baseline of docs/math.md#the-papers-settings has a
 preset, ``optimizer=adam``, but is not part of the paper's table)."""
 
 from experiments import Experiment, PaperRow, Stat

@@ -1,6 +1,6 @@
 """Regularisers ψ with their prox, subgradients and the per-group pieces the subproblem solver needs.
 
-Every regulariser acts on one parameter tensor. Group-structured ones use the paper's layout (SPEC §1): a group
+Every regulariser acts on one parameter tensor. Group-structured ones use the paper's layout (docs/math.md#group-structure): a group
 is one *input* slice ``W[:, j, ...]`` (axis 1), so a Conv weight ``[out, in, *k]`` has ``in`` groups of
 ``out·prod(k)`` entries and a Linear/LSTM weight ``[out, in]`` has ``in`` column groups of ``out`` entries.
 
@@ -16,6 +16,8 @@ from typing import ClassVar
 
 import torch
 from torch import Tensor
+
+from ramda import newton
 
 
 def group_dims(w: Tensor) -> tuple[int, ...]:
@@ -145,20 +147,20 @@ class GroupLasso(Regularizer):
         p: Tensor,
         t: float,
         newton_tol: float | None = None,
-        max_newton: int = 30,
+        max_newton: int = newton.MAX_STEPS,
         check_every: int = 1,
     ) -> tuple[Tensor, int]:
         """Z_g = b_g ρ/(P_g ρ + c) with c = t w_g, b = P⊙W⁰ − V, and ρ = ‖Z_g‖ the root of F(ρ) = 1,
         F(ρ) = ‖b_g/(P_g ρ + c)‖. Newton runs on g(ρ) = 1/F(ρ) − 1, which is exactly linear when P_g is constant
         (one step) and nearly so otherwise, from ρ₀ = (‖b_g‖ − c)/max P_g, a point left of the root. A group
-        stops at its first iterate with |F − 1| ≤ ``newton_tol`` (64 ulps of the dtype by default: the accuracy
-        F itself is computed to), so its result does not depend on the other groups; the loop ends when every
-        group has stopped. Groups with ‖b_g‖ ≤ c are exactly zero."""
+        stops at its first iterate with |F − 1| ≤ ``newton_tol`` (by default :func:`ramda.newton.tolerance`: the
+        accuracy F itself is computed to), so its result does not depend on the other groups; the loop ends when
+        every group has stopped, or after ``max_newton`` steps (:mod:`ramda.newton`). Groups with ‖b_g‖ ≤ c are exactly zero."""
         neg_b = torch.addcmul(v, p, w0, value=-1.0)
         if t == 0.0:
             return neg_b.div_(p).neg_(), 0
         if newton_tol is None:
-            newton_tol = 64 * torch.finfo(p.dtype).eps
+            newton_tol = newton.tolerance(p.dtype)
         c = t * self.weight(neg_b)
         c_t = torch.full((), c, dtype=p.dtype, device=p.device)  # a fill, not a host-to-device copy
         bn = self.norms(neg_b)

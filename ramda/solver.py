@@ -1,4 +1,4 @@
-"""The inexact subproblem solver of SPEC §3.
+"""The inexact subproblem solver (docs/math.md#the-subproblem-solver).
 
 Solves, for one tensor and a diagonal preconditioner P > 0,
 
@@ -23,11 +23,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ramda import newton
 from ramda.regularizers import Regularizer
 
 STOP_MODES = ("exact", "objective", "subgradient")
-#: Newton steps of the exact group-LASSO solver off the CPU, where it runs without reading convergence back.
-DEVICE_NEWTON_STEPS = 5
 
 
 def default_stop(reg: Regularizer) -> str:
@@ -63,7 +62,7 @@ def solve(
     if stop == "exact":
         if check_every is None and z0.device.type != "cpu":
             # Newton from the left bracket converges quadratically: a fixed count needs no host read at all.
-            return reg.solve_exact(w0, v, p, t, check_every=0, max_newton=DEVICE_NEWTON_STEPS)
+            return reg.solve_exact(w0, v, p, t, check_every=0, max_newton=newton.DEVICE_STEPS)
         return reg.solve_exact(w0, v, p, t, check_every=check_every or 1)
     if check_every is None:
         check_every = default_check_every(z0.device)

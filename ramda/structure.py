@@ -1,4 +1,4 @@
-"""The model → group structure of SPEC §1, decided by module type, and the sparsity metrics of SPEC §5.
+"""The model → group structure (docs/math.md#group-structure), decided by module type, and the sparsity metrics.
 
 Regularised (input-wise groups, axis 1 of the weight):
 - convolutions (``nn.Conv1d/2d/3d``): one group per input channel, ``W[:, c, ...]``;
@@ -113,7 +113,7 @@ def unstructured_sparsity(model: nn.Module) -> float:
 
 
 def sparsity_report(model: nn.Module) -> dict[str, float]:
-    """All SPEC §5 sparsities as fractions in [0, 1]."""
+    """All sparsities of docs/math.md#sparsity-metrics as fractions in [0, 1]."""
     groups, nonzero, entries, nonzero_entries = group_counts(model)
     return {
         "weighted_group_sparsity": 1.0 - nonzero_entries / entries if entries else 0.0,

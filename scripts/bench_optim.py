@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ramda import RAMDA, RMDA, ProxGen, ProxSGD, param_groups
 
-#: The paper's ImageNet λ per optimizer (SPEC §6), used for both models. ``txl`` is the real Transformer-XL base
+#: The paper's ImageNet λ per optimizer (docs/math.md#the-papers-settings), used for both models. ``txl`` is the real Transformer-XL base
 #: model of ``ramda.models.transformer_xl`` (151 M parameters with the 267,735-word vocabulary).
 PAPER = {
     "proxsgd": dict(lr=0.1, momentum=0.1, lam=1.25e-5),

@@ -17,7 +17,7 @@ from ramda.fixtures import imagenet as fixture
 
 REPO = Path(__file__).resolve().parents[1]
 
-# SPEC §6, ImageNet / ResNet50: (lr, momentum or betas, λ, extra optimizer settings).
+# docs/math.md#the-papers-settings, ImageNet / ResNet50: (lr, momentum or betas, λ, extra optimizer settings).
 PAPER = {
     "msgd": {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4, "lam": 0.0},
     "proxsgd": {"lr": 0.1, "momentum": 0.1, "lam": 1.25e-5},

@@ -41,7 +41,7 @@ def solve_by_bisection(b, p, c):
 
 
 def reference_ramda(w0, grads, lr, lam, eps):
-    """RAMDA with momentum 1 in float64, per group by bisection (SPEC §2): W = argmin of the subproblem."""
+    """RAMDA with momentum 1 in float64, per group by bisection (docs/math.md#ramda): W = argmin of the subproblem."""
     v = np.zeros_like(w0)
     u = np.zeros_like(w0)
     alpha = 0.0

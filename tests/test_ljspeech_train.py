@@ -29,7 +29,7 @@ SMALL = {
     "postnet_n_convolution": 2,
     "postnet_embedding_dim": 32,
 }
-# SPEC §6: (lr, λ, momentum) per optimizer for LJSpeech / Tacotron2.
+# docs/math.md#the-papers-settings: (lr, λ, momentum) per optimizer for LJSpeech / Tacotron2.
 PAPER = {
     "ramda": (2.5e-3, 6e-7, 1e-2),
     "rmda": (2.5, 1e-6, 1e-2),

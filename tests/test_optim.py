@@ -1,4 +1,4 @@
-"""Optimizers against independent references (numpy re-derivations of SPEC §2, torch.optim.Adam/AdamW)."""
+"""Optimizers against independent references (numpy re-derivations of docs/math.md#update-rules, torch.optim.Adam/AdamW)."""
 
 import copy
 import io

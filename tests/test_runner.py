@@ -87,7 +87,7 @@ def baseline(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def naive_weighted_group_sparsity(state: dict[str, torch.Tensor]) -> float:
-    """SPEC §5 from the saved weights: conv/linear weights (dim ≥ 2, not biases), groups along input axis 1."""
+    """docs/math.md#sparsity-metrics from the saved weights: conv/linear weights (dim ≥ 2, not biases), groups along input axis 1."""
     zero = total = 0
     for name, w in state.items():
         if not name.endswith("weight") or w.dim() < 2:

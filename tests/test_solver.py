@@ -87,7 +87,7 @@ def test_subgradient_mode_matches_cvxpy_and_certifies_tol(cond):
 
 
 def test_objective_rule_stops_early_when_badly_conditioned():
-    """The authors' relative-decrease rule is cheap but inexact for badly conditioned P (see README)."""
+    """The authors' relative-decrease rule is cheap but inexact for badly conditioned P (docs/benchmarks.md#how-inexact-is-the-authors-stopping-rule)."""
     w0, v, p, t = make_instance(3, 1e4)
     reg = REGULARIZERS["group_lasso"]
     args = [torch.tensor(a) for a in (w0, w0, v, p)]
@@ -158,15 +158,15 @@ def test_device_style_deferred_checks_give_the_same_iterate(stop):
 
 
 def test_fixed_newton_steps_without_checks_converge():
-    """The GPU path of the exact solver runs DEVICE_NEWTON_STEPS steps with no convergence read."""
-    from ramda.solver import DEVICE_NEWTON_STEPS
+    """The GPU path of the exact solver runs newton.DEVICE_STEPS steps with no convergence read."""
+    from ramda import newton
 
     for cond in (1.0, 1e2, 1e4):
         w0, v, p, t = make_instance(8, cond)
         reg = REGULARIZERS["group_lasso"]
         args = [torch.tensor(a, dtype=torch.float32) for a in (w0, v, p)]
-        fixed, n = reg.solve_exact(*args, t, check_every=0, max_newton=DEVICE_NEWTON_STEPS)
+        fixed, n = reg.solve_exact(*args, t, check_every=0, max_newton=newton.DEVICE_STEPS)
         checked, _ = reg.solve_exact(*args, t)
-        assert n == DEVICE_NEWTON_STEPS
+        assert n == newton.DEVICE_STEPS
         torch.testing.assert_close(fixed, checked, rtol=1e-5, atol=1e-7)
         assert torch.equal(fixed == 0, checked == 0)

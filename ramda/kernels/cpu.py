@@ -27,8 +27,11 @@ import torch
 from numba import njit, prange
 from torch import Tensor
 
+from ramda import newton
+
 _FLT_MIN = np.float32(1.1754944e-38)
 _U = np.uint64
+_TOL = newton.tolerance(torch.float32)
 # Indices are unsigned throughout: numba's wrap-around handling of signed indices stops LLVM vectorising.
 
 
@@ -300,28 +303,24 @@ def _blocks(n_in: int, threads: int) -> np.ndarray:
     return np.zeros(max(1, min(n_in, threads)), np.int64)
 
 
-def newton_tol() -> float:
-    """|F − 1| accepted by the Newton solve: 64 float32 ulps, as :meth:`ramda.regularizers.GroupLasso.solve_exact`."""
-    return 64 * float(np.finfo(np.float32).eps)
-
-
 def ramda_group_lasso_step(
     shape: tuple[int, int, int], arrays: list[np.ndarray], workspace: Workspace, threads: int,
-    scale: float, eps: float, t: float, mix: float, max_newton: int = 30,
+    scale: float, eps: float, t: float, mix: float, max_newton: int = newton.MAX_STEPS,
 ) -> int:  # fmt: skip
     """One RAMDA step in place on ``arrays`` = (W, G, V, U, W⁰) (``t`` = αλ); returns the Newton steps taken."""
     w, g, v, u, w0 = arrays
     p_buf, b_buf = workspace.get(w.size)
     iters = _blocks(shape[1], threads)
     c = t * math.sqrt(shape[0] * shape[2])
-    _ramda_group_lasso(w, g, v, u, w0, p_buf, b_buf, np.array(shape, np.int64), scale, eps, c, mix, newton_tol(),
+    _ramda_group_lasso(w, g, v, u, w0, p_buf, b_buf, np.array(shape, np.int64), scale, eps, c, mix, _TOL,
                        max_newton, iters)  # fmt: skip
     return int(iters.max())
 
 
 def proxgen_group_lasso_step(
     shape: tuple[int, int, int], arrays: list[np.ndarray], workspace: Workspace, threads: int,
-    betas: tuple[float, float], bias2: float, step_size: float, eps: float, t: float, max_newton: int = 30,
+    betas: tuple[float, float], bias2: float, step_size: float, eps: float, t: float,
+    max_newton: int = newton.MAX_STEPS,
 ) -> int:  # fmt: skip
     """One ProxGen step in place on ``arrays`` = (W, G, m, v) (``t`` = ηλ, ``bias2`` = 1 − β₂ᵏ)."""
     w, g, m1, m2 = arrays
@@ -329,7 +328,7 @@ def proxgen_group_lasso_step(
     iters = _blocks(shape[1], threads)
     c = t * math.sqrt(shape[0] * shape[2])
     _proxgen_group_lasso(w, g, m1, m2, p_buf, b_buf, np.array(shape, np.int64), betas[0], betas[1],
-                         math.sqrt(bias2), step_size, eps, c, newton_tol(), max_newton, iters)  # fmt: skip
+                         math.sqrt(bias2), step_size, eps, c, _TOL, max_newton, iters)  # fmt: skip
     return int(iters.max())
 
 

@@ -5,8 +5,8 @@ ProxGen's first line is its Adam moments, P_g = √(v_g/b₂) + ε, b_g = P_g⊙
 
     V_g += s·G_g;  U_g += s·G_g⊙G_g;  P_g = U_g^{1/3} + ε;  b_g = P_g⊙W⁰_g − V_g
     ‖b_g‖ ≤ c  →  W̃_g = 0  (c = αλ√|g|)
-    else ρ: Newton on 1/F(ρ) − 1, F(ρ) = ‖b_g/(P_g ρ + c)‖, from ρ₀ = (‖b_g‖ − c)/max P_g, until |F − 1| ≤ 64 ulps
-        (at most NEWTON_STEPS);  W̃_g = b_g ρ/(P_g ρ + c)
+    else ρ: Newton on 1/F(ρ) − 1, F(ρ) = ‖b_g/(P_g ρ + c)‖, from ρ₀ = (‖b_g‖ − c)/max P_g, until |F − 1| ≤
+        :func:`ramda.newton.tolerance` (:data:`ramda.newton.TRITON_STEPS` steps);  W̃_g = b_g ρ/(P_g ρ + c)
     W_g ← W_g + m·(W̃_g − W_g)   (exactly W̃_g when the momentum m is 1)
 
 so each element of W, G, V, U, W⁰ is read once and W, V, U written once — the memory traffic of AdamW. The
@@ -22,11 +22,11 @@ import math
 import torch
 from torch import Tensor
 
+from ramda import newton
+
 #: Largest group (entries) a program keeps in registers; larger groups take the plain-torch path.
 MAX_GROUP = 16384
-NEWTON_STEPS = 10
-#: |F − 1| at which a group stops moving: 64 float32 ulps, as the plain-torch solver.
-NEWTON_TOL = 64 * torch.finfo(torch.float32).eps
+_TOL = newton.tolerance(torch.float32)
 
 
 @functools.cache
@@ -59,8 +59,8 @@ def _launch(name: str, tensors: list[Tensor], scalars: tuple, t: float, tail: tu
     group = n_out * kh * kw
     block = max(16, 1 << (group - 1).bit_length())
     _kernels()[name][(n_in,)](
-        *tensors, n_out, kw, kh * kw, *strides, *scalars, t * math.sqrt(group), *tail, NEWTON_TOL,
-        BLOCK=block, NEWTON=NEWTON_STEPS, num_warps=8 if block >= 4096 else 4,
+        *tensors, n_out, kw, kh * kw, *strides, *scalars, t * math.sqrt(group), *tail, _TOL,
+        BLOCK=block, NEWTON=newton.TRITON_STEPS, num_warps=8 if block >= 4096 else 4,
     )  # fmt: skip
 
 

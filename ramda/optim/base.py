@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -21,12 +21,31 @@ def _check_momentum(value: float) -> None:
         raise ValueError(f"momentum must be in (0, 1], got {value}")
 
 
+#: The kind of a fused kernel for tensors without a structure term (λ = 0); the others are regulariser names.
+PLAIN = "plain"
+
+#: A fused kernel as an optimizer lists it: ``kernel(optimizer, group, state, data)`` updates one tensor and its
+#: state in place and returns the inner solver iterations it took (``None`` when it runs no solver). ``data`` is
+#: the tensors on CUDA, and on the CPU ``(shape, flat numpy views)`` of :func:`ramda.kernels.cpu.flat_views`.
+FusedKernel = Callable[[Any, dict[str, Any], dict[str, Any], Any], "int | Tensor | None"]
+
+
 class RegularizedOptimizer(Optimizer):
     """A ``torch.optim.Optimizer`` whose param groups may carry ``lam`` (λ ≥ 0) and ``regularizer`` (a name of
     :data:`ramda.regularizers.REGULARIZERS`, or ``None``). A group with ``lam == 0`` or no regulariser is trained
-    without the structure term."""
+    without the structure term.
 
-    uses_solver = False
+    Subclasses implement :meth:`_group_step` and may list fused kernels in :attr:`fused_kernels`; :meth:`step`
+    hands each group's tensors to the kernels through :meth:`_fused_steps` and the rest to the plain-torch code.
+    """
+
+    #: Whether the structure term is solved by :mod:`ramda.solver` (its ``stop`` modes apply).
+    uses_solver: ClassVar[bool] = False
+    #: The fused kernels, by (device type, kind): kind is :data:`PLAIN` or a regulariser's name. A kernel of a
+    #: solver-based optimizer is the exact solver, so it takes only tensors whose ``stop`` is ``"exact"``.
+    fused_kernels: ClassVar[dict[tuple[str, str], FusedKernel]] = {}
+    #: The state entries a fused kernel takes after the parameter and its gradient, in its argument order.
+    fused_state: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any]) -> None:
         defaults.setdefault("lam", 0.0)
@@ -47,8 +66,11 @@ class RegularizedOptimizer(Optimizer):
         self._init_transient()
 
     def _validate_hyper(self, group: dict[str, Any]) -> None:
-        if group["lr"] < 0.0:
-            raise ValueError(f"lr must be >= 0, got {group['lr']}")
+        lr = group["lr"]
+        if isinstance(lr, Tensor) and lr.numel() != 1:
+            raise ValueError(f"lr as a tensor must have exactly one element, got shape {tuple(lr.shape)}")
+        if lr < 0.0:
+            raise ValueError(f"lr must be >= 0, got {float(lr)}")
         if group["lam"] < 0.0:
             raise ValueError(f"lam (λ) must be >= 0, got {group['lam']}")
         if "momentum" in group:
@@ -62,15 +84,33 @@ class RegularizedOptimizer(Optimizer):
         get_regularizer(group["regularizer"], "regularizer")
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """torch's ``add_param_group``, then this optimizer's checks; a group that fails them is not kept."""
         super().add_param_group(param_group)
-        group = self.param_groups[-1]
+        try:
+            self._check_group(self.param_groups[-1], len(self.param_groups) - 1)
+        except ValueError:
+            self.param_groups.pop()
+            raise
+
+    def _check_group(self, group: dict[str, Any], index: int) -> None:
         self._validate_hyper(group)
         reg = self.regularizer_of(group)
         if reg is not None:
             for i, p in enumerate(group["params"]):
-                reg.check(p, where=f"param group {len(self.param_groups) - 1} tensor {i}")
+                reg.check(p, where=f"param group {index} tensor {i}")
             if self.uses_solver and group.get("stop") == "exact" and not reg.has_exact:
                 raise ValueError(f"stop='exact' is not available for regularizer '{reg.name}'")
+        self._check_complex(group, reg, index)
+
+    @staticmethod
+    def _check_complex(group: dict[str, Any], reg: Regularizer | None, index: int) -> None:
+        """Complex tensors train as torch.optim trains them (real and imaginary parts as two real coordinates),
+        but only without a structure term: which entries form a group of a complex weight is not defined."""
+        if reg is not None and any(p.is_complex() for p in group["params"]):
+            raise ValueError(
+                f"param group {index} has complex tensors and regularizer '{reg.name}' with lam > 0: complex "
+                "weights are supported only in groups with lam = 0 (or regularizer None)"
+            )
 
     @staticmethod
     def regularizer_of(group: dict[str, Any]) -> Regularizer | None:
@@ -83,34 +123,62 @@ class RegularizedOptimizer(Optimizer):
     def stop_of(group: dict[str, Any], reg: Regularizer) -> str:
         return group.get("stop") or default_stop(reg)
 
-    def _fused_route(
-        self, group: dict[str, Any], reg: Regularizer | None, tensors: list[Tensor]
-    ) -> tuple[str, Any]:
-        """Which fused kernel of :mod:`ramda.kernels` takes ``tensors`` (the parameter, its gradient, then the
-        state): ``("gpu", None)``, ``("cpu", (shape, flat arrays))`` for group LASSO with the exact solver,
-        ``("cpu_plain", (shape, flat arrays))`` without a regulariser, or ``("", None)`` for the plain-torch
-        path."""
-        p = tensors[0]
-        exact = reg is not None and reg.name == "group_lasso" and self.stop_of(group, reg) == "exact"
-        if group.get("fused") is False:
-            return "", None
-        if p.is_cuda:
-            ready = (
-                exact and gpu_supported(tensors) and self._backend_ready(group, "triton", triton_available)
-            )
-            return ("gpu", None) if ready else ("", None)
-        if (
-            not p.is_cpu
-            or not (exact or reg is None)
-            or not self._backend_ready(group, "numba", numba_available)
-        ):
-            return "", None
-        from ramda.kernels import cpu
+    def restart(self, eps_scale: float = 1.0) -> None:
+        """Dual-averaging restart at a learning-rate milestone; a no-op for optimizers without dual averaging
+        (ProxSGD, ProxGen). ``eps_scale`` multiplies RAMDA's ε."""
 
-        views = cpu.flat_views(tensors, grouped=exact)
-        if views is None:
-            return "", None
-        return ("cpu" if exact else "cpu_plain"), views
+    def _fused_kind(self, group: dict[str, Any], reg: Regularizer | None) -> str | None:
+        """The kernel kind a tensor of ``group`` needs: :data:`PLAIN`, the regulariser's name, or ``None`` when no
+        kernel can compute its step (an inexact ``stop`` mode of the solver)."""
+        if reg is None:
+            return PLAIN
+        if self.uses_solver and self.stop_of(group, reg) != "exact":
+            return None
+        return reg.name
+
+    def _fused_steps(
+        self,
+        group: dict[str, Any],
+        reg: Regularizer | None,
+        params: list[Tensor],
+        grads: list[Tensor],
+        states: list[dict[str, Any]],
+    ) -> list[int]:
+        """Run a fused kernel on each tensor one applies to; returns the indices of the others, which the caller
+        steps on the plain-torch path. ``fused=False`` sends every tensor there; with ``fused=True`` a kernel
+        whose backend (Triton on CUDA, numba on the CPU) is missing raises."""
+        kind = None if group.get("fused") is False else self._fused_kind(group, reg)
+        if kind is None or not self.fused_kernels:
+            return list(range(len(params)))
+        rest = []
+        for i, (p, g, state) in enumerate(zip(params, grads, states)):
+            kernel = self.fused_kernels.get((p.device.type, kind))
+            data = None if kernel is None else self._kernel_data(group, kind, [p, g, *self._state_of(state)])
+            if data is None:
+                rest.append(i)
+                continue
+            iters = kernel(self, group, state, data)
+            if iters is not None:
+                self._record_iters(iters, p.device)
+            # The kernels write through raw pointers: tell autograd that W and the state changed in place.
+            torch.autograd.graph.increment_version([p, *self._state_of(state)])
+        return rest
+
+    def _state_of(self, state: dict[str, Any]) -> list[Tensor]:
+        return [state[name] for name in self.fused_state]
+
+    def _kernel_data(self, group: dict[str, Any], kind: str, tensors: list[Tensor]) -> Any:
+        """What the kernel for ``tensors`` (the parameter, its gradient, then the state) takes, or ``None`` when
+        it cannot take them (dtype, layout, size, backend not installed)."""
+        p = tensors[0]
+        if p.is_cuda:
+            ok = gpu_supported(tensors) and self._backend_ready(group, "triton", triton_available)
+            return tensors if ok else None
+        if not p.is_cpu or not self._backend_ready(group, "numba", numba_available):
+            return None
+        from ramda.kernels import cpu  # numba loads only when a CPU kernel runs
+
+        return cpu.flat_views(tensors, grouped=kind == "group_lasso")
 
     @staticmethod
     def _backend_ready(group: dict[str, Any], name: str, available: Callable[[], bool]) -> bool:
@@ -147,8 +215,8 @@ class RegularizedOptimizer(Optimizer):
         self._solver_calls += 1
 
     def solver_iterations(self) -> float:
-        """Mean inner solver iterations per tensor and step since the last call (nan where no solver ran).
-        Reads one number from the device."""
+        """Mean inner solver iterations per tensor and step since the last call (nan where no solver ran, and
+        always for optimizers without a solver). Reads one number from the device."""
         if self._solver_iters is None or self._solver_calls == 0:
             return math.nan
         mean = float(self._solver_iters) / self._solver_calls
@@ -158,31 +226,43 @@ class RegularizedOptimizer(Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Tensor | None:
-        """One optimizer step over every param group (``closure`` re-evaluates the loss, as in torch.optim)."""
+        """One optimizer step over every param group (``closure`` re-evaluates the loss, as in torch.optim).
+        Tensors without a gradient are skipped; complex ones are stepped as real views (torch's rule); a
+        one-element tensor ``lr`` is read as a number."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         self._threads = None
-        for group in self.param_groups:
+        for index, group in enumerate(self.param_groups):
             params = self._with_grads(group)
-            if params:
-                self._group_step(group, params)
+            if not params:
+                continue
+            states = [self.state[p] for p in params]
+            if any(p.is_complex() for p in params):
+                self._check_complex(group, self.regularizer_of(group), index)
+            grads = [_real(p.grad) for p in params]
+            params = [_real(p) for p in params]
+            if isinstance(group["lr"], Tensor):
+                group = {**group, "lr": group["lr"].item()}
+            self._group_step(group, params, grads, states)
         return loss
 
-    def _group_step(self, group: dict[str, Any], params: list[Tensor]) -> None:
-        """Update the tensors of one param group that have gradients."""
+    def _group_step(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]
+    ) -> None:
+        """Update the tensors of one param group that have gradients (``states``: each one's state dict)."""
         raise NotImplementedError
 
     def _restart_dual_averaging(self, sums: tuple[str, ...]) -> None:
-        """Dual-averaging restart (SPEC §4): W⁰ ← W; the running ``sums``, α and k ← 0."""
+        """Dual-averaging restart (docs/math.md#restarts): W⁰ ← W; the running ``sums``, α and k ← 0."""
         for group in self.param_groups:
             for p in group["params"]:
                 state = self.state.get(p)
                 if state:
                     state["step"] = 0
                     state["alpha"] = 0.0
-                    state["w0"].copy_(p.detach())
+                    state["w0"].copy_(_real(p.detach()))
                     for name in sums:
                         state[name].zero_()
 
@@ -193,6 +273,11 @@ class RegularizedOptimizer(Optimizer):
             if p.grad.is_sparse:
                 raise RuntimeError("sparse gradients are not supported")
         return params
+
+
+def _real(t: Tensor) -> Tensor:
+    """A complex tensor as a real view with a trailing axis of 2 (``torch.view_as_real``); others unchanged."""
+    return torch.view_as_real(t) if t.is_complex() else t
 
 
 def dual_averaging_state(state: dict[str, Any], p: Tensor, sums: tuple[str, ...]) -> dict[str, Any]:

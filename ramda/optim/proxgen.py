@@ -1,16 +1,16 @@
-"""ProxGen (NeurIPS'21) with AdamW as the base method, solved by the inexact solver (SPEC §2, §3)."""
+"""ProxGen (NeurIPS'21) with AdamW as the base method, solved by the inexact solver (docs/math.md#proxgen)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from ramda.kernels import gpu
-from ramda.optim.base import RegularizedOptimizer
+from ramda.optim.base import PLAIN, FusedKernel, RegularizedOptimizer
 from ramda.solver import solve
 
 
@@ -55,61 +55,68 @@ class ProxGen(RegularizedOptimizer):
         )  # fmt: skip
         super().__init__(params, defaults)
 
-    def _fused_step(self, group: dict[str, Any], reg: Any, p: Tensor, state: dict) -> bool:
-        """Run the fused kernel on ``p`` when one applies (see :meth:`_fused_route`); returns whether it ran."""
-        tensors = [p, p.grad, state["exp_avg"], state["exp_avg_sq"]]
-        route, views = self._fused_route(group, reg, tensors)
-        lr, betas, k, eps = group["lr"], group["betas"], state["step"], group["eps"]
-        bias2, step_size, t = 1.0 - betas[1] ** k, lr / (1.0 - betas[0] ** k), lr * group["lam"]
-        if route.startswith("cpu"):
-            from ramda.kernels import cpu  # numba loads only when a CPU kernel runs
-        if route == "gpu":
-            gpu.proxgen_group_lasso_step(*tensors, betas, bias2, step_size, eps, t)
-        elif route == "cpu_plain":
-            cpu.proxgen_plain_step(views[1], betas, bias2, step_size, eps)
-        elif route == "cpu":
-            workspace, threads = self._cpu_workspace(), self._cpu_threads()
-            iters = cpu.proxgen_group_lasso_step(*views, workspace, threads, betas, bias2, step_size, eps, t)
-            self._record_iters(iters, p.device)
-        return bool(route)
+    @staticmethod
+    def _kernel_scalars(group: dict[str, Any], state: dict[str, Any]) -> tuple[float, float, float, float]:
+        """The fused kernels' scalars at step k: b₂ = 1 − β₂ᵏ, η/(1 − β₁ᵏ), ε, ηλ."""
+        lr, (beta1, beta2), k = group["lr"], group["betas"], state["step"]
+        return 1.0 - beta2**k, lr / (1.0 - beta1**k), group["eps"], lr * group["lam"]
 
-    def _group_step(self, group: dict[str, Any], params: list[Tensor]) -> None:
+    def _gpu_group_lasso(self, group: dict[str, Any], state: dict[str, Any], tensors: list[Tensor]) -> None:
+        gpu.proxgen_group_lasso_step(*tensors, group["betas"], *self._kernel_scalars(group, state))
+
+    def _cpu_group_lasso(self, group: dict[str, Any], state: dict[str, Any], data: Any) -> int:
+        from ramda.kernels import cpu
+
+        workspace, threads = self._cpu_workspace(), self._cpu_threads()
+        scalars = self._kernel_scalars(group, state)
+        return cpu.proxgen_group_lasso_step(*data, workspace, threads, group["betas"], *scalars)
+
+    def _cpu_plain(self, group: dict[str, Any], state: dict[str, Any], data: Any) -> None:
+        from ramda.kernels import cpu
+
+        bias2, step_size, eps, _ = self._kernel_scalars(group, state)
+        cpu.proxgen_plain_step(data[1], group["betas"], bias2, step_size, eps)
+
+    fused_kernels: ClassVar[dict[tuple[str, str], FusedKernel]] = {
+        ("cuda", "group_lasso"): _gpu_group_lasso,
+        ("cpu", "group_lasso"): _cpu_group_lasso,
+        ("cpu", PLAIN): _cpu_plain,
+    }
+    fused_state = ("exp_avg", "exp_avg_sq")
+
+    def _group_step(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]
+    ) -> None:
         lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
         if group["weight_decay"]:
             torch._foreach_mul_(params, 1.0 - lr * group["weight_decay"])
-        states = []
-        for p in params:
-            state = self.state[p]
+        for p, state in zip(params, states):
             if not state:
                 state["step"] = 0
                 state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             state["step"] += 1
-            states.append(state)
-        k = states[0]["step"]
-        if any(st["step"] != k for st in states):
-            raise RuntimeError("ProxGen: tensors of one param group are at different steps")
-        step_size = lr / (1.0 - beta1**k)
         reg = self.regularizer_of(group)
-        rest = [i for i, (p, st) in enumerate(zip(params, states)) if not self._fused_step(group, reg, p, st)]
-        if len(rest) < len(params):
-            params, states = [params[i] for i in rest], [states[i] for i in rest]
-            if not params:
-                return
-        grads = [p.grad for p in params]
+        rest = self._fused_steps(group, reg, params, grads, states)
+        if not rest:
+            return
+        params, grads, states = [params[i] for i in rest], [grads[i] for i in rest], [states[i] for i in rest]
+        # k is per tensor: a tensor that missed a gradient for some steps is behind the others of its group.
+        ks = [st["step"] for st in states]
+        step_sizes = [lr / (1.0 - beta1**k) for k in ks]
         m = [st["exp_avg"] for st in states]
         v = [st["exp_avg_sq"] for st in states]
         torch._foreach_lerp_(m, grads, 1.0 - beta1)
         torch._foreach_mul_(v, beta2)
         torch._foreach_addcmul_(v, grads, grads, value=1.0 - beta2)
         denom = torch._foreach_sqrt(v)
-        torch._foreach_div_(denom, math.sqrt(1.0 - beta2**k))
+        torch._foreach_div_(denom, [math.sqrt(1.0 - beta2**k) for k in ks])
         torch._foreach_add_(denom, eps)
         if reg is None:
-            torch._foreach_addcdiv_(params, m, denom, value=-step_size)
+            torch._foreach_addcdiv_(params, m, denom, [-s for s in step_sizes])
             return
         stop = self.stop_of(group, reg)
-        for p, m_i, d_i in zip(params, m, denom):
+        for p, m_i, d_i, step_size in zip(params, m, denom, step_sizes):
             w = p.detach()
             z, iters = solve(
                 reg, w, w, m_i.mul(step_size), d_i, lr * group["lam"], stop=stop,

@@ -1,4 +1,4 @@
-"""ProxSGD (ICLR'20) with a unit-stepsize prox so that structure appears (SPEC §2)."""
+"""ProxSGD (ICLR'20) with a unit-stepsize prox so that structure appears (docs/math.md#proxsgd)."""
 
 from __future__ import annotations
 
@@ -28,15 +28,16 @@ class ProxSGD(RegularizedOptimizer):
     ) -> None:
         super().__init__(params, dict(lr=lr, momentum=momentum, lam=lam, regularizer=regularizer))
 
-    def _group_step(self, group: dict[str, Any], params: list[Tensor]) -> None:
+    def _group_step(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]
+    ) -> None:
         c, lr = group["momentum"], group["lr"]
         bufs = []
-        for p in params:
-            state = self.state[p]
+        for g, state in zip(grads, states):
             if "momentum_buffer" not in state:
-                state["momentum_buffer"] = p.grad.mul(c)
+                state["momentum_buffer"] = g.mul(c)
             else:
-                state["momentum_buffer"].mul_(1.0 - c).add_(p.grad, alpha=c)
+                state["momentum_buffer"].mul_(1.0 - c).add_(g, alpha=c)
             bufs.append(state["momentum_buffer"])
         torch._foreach_add_(params, bufs, alpha=-lr)
         reg = self.regularizer_of(group)

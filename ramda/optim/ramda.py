@@ -1,16 +1,16 @@
-"""RAMDA: regularised adaptive momentum dual averaging (SPEC §2)."""
+"""RAMDA: regularised adaptive momentum dual averaging (docs/math.md#ramda)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from ramda.kernels import gpu
-from ramda.optim.base import RegularizedOptimizer, add_scaled, dual_averaging_state, mix
+from ramda.optim.base import PLAIN, FusedKernel, RegularizedOptimizer, add_scaled, dual_averaging_state, mix
 from ramda.solver import solve
 
 
@@ -27,7 +27,7 @@ class RAMDA(RegularizedOptimizer):
         params: parameters or param groups (see :func:`ramda.structure.param_groups`); groups may set ``lam``
             and ``regularizer``.
         lr: η.  momentum: c ∈ (0, 1].  eps: ε added to the cube root.  lam: default λ.
-        stop, max_iters, rtol, tol: solver options (SPEC §3).
+        stop, max_iters, rtol, tol: solver options (docs/math.md#stop-rules).
         fused: the fused steps of :mod:`ramda.kernels` for float32 tensors: on CUDA, one Triton kernel per
             group-LASSO tensor with the exact solver; on the CPU, a numba kernel for those and for unregularised
             tensors. ``None`` (default) uses them where Triton / numba is installed, ``True`` also raises when
@@ -59,28 +59,44 @@ class RAMDA(RegularizedOptimizer):
         )  # fmt: skip
         super().__init__(params, defaults)
 
-    def _fused_step(self, group: dict[str, Any], reg: Any, p: Tensor, state: dict, scale: float) -> bool:
-        """Run the fused kernel on ``p`` when one applies (see :meth:`_fused_route`); returns whether it ran."""
-        tensors = [p, p.grad, state["v"], state["u"], state["w0"]]
-        route, views = self._fused_route(group, reg, tensors)
-        t, eps, momentum = state["alpha"] * group["lam"], group["eps"], group["momentum"]
-        if route.startswith("cpu"):
-            from ramda.kernels import cpu  # numba loads only when a CPU kernel runs
-        if route == "gpu":
-            gpu.ramda_group_lasso_step(*tensors, scale, eps, t, momentum)
-        elif route == "cpu_plain":
-            cpu.ramda_plain_step(views[1], scale, eps, momentum)
-        elif route == "cpu":
-            workspace, threads = self._cpu_workspace(), self._cpu_threads()
-            iters = cpu.ramda_group_lasso_step(*views, workspace, threads, scale, eps, t, momentum)
-            self._record_iters(iters, p.device)
-        return bool(route)
+    @staticmethod
+    def _kernel_scalars(group: dict[str, Any], state: dict[str, Any]) -> tuple[float, float, float, float]:
+        """The fused kernels' scalars for a tensor whose k and α are already advanced: s = η√k, ε, αλ, c."""
+        scale = group["lr"] * math.sqrt(state["step"])
+        return scale, group["eps"], state["alpha"] * group["lam"], group["momentum"]
+
+    def _gpu_group_lasso(self, group: dict[str, Any], state: dict[str, Any], tensors: list[Tensor]) -> None:
+        gpu.ramda_group_lasso_step(*tensors, *self._kernel_scalars(group, state))
+
+    def _cpu_group_lasso(self, group: dict[str, Any], state: dict[str, Any], data: Any) -> int:
+        from ramda.kernels import cpu
+
+        workspace, threads = self._cpu_workspace(), self._cpu_threads()
+        return cpu.ramda_group_lasso_step(*data, workspace, threads, *self._kernel_scalars(group, state))
+
+    def _cpu_plain(self, group: dict[str, Any], state: dict[str, Any], data: Any) -> None:
+        from ramda.kernels import cpu
+
+        scale, eps, _, momentum = self._kernel_scalars(group, state)
+        cpu.ramda_plain_step(data[1], scale, eps, momentum)
+
+    fused_kernels: ClassVar[dict[tuple[str, str], FusedKernel]] = {
+        ("cuda", "group_lasso"): _gpu_group_lasso,
+        ("cpu", "group_lasso"): _cpu_group_lasso,
+        ("cpu", PLAIN): _cpu_plain,
+    }
+    fused_state = ("v", "u", "w0")
 
     def _eager_step(
-        self, group: dict[str, Any], reg: Any, params: list[Tensor], states: list[dict], scales: list[float]
+        self,
+        group: dict[str, Any],
+        reg: Any,
+        params: list[Tensor],
+        grads: list[Tensor],
+        states: list[dict],
+        scales: list[float],
     ) -> None:
         """The plain-torch step: foreach state updates, then the solver per tensor."""
-        grads = [p.grad for p in params]
         v = [st["v"] for st in states]
         u = [st["u"] for st in states]
         add_scaled(v, grads, scales)
@@ -105,30 +121,29 @@ class RAMDA(RegularizedOptimizer):
         mix(params, targets, group["momentum"])
 
     def restart(self, eps_scale: float = 1.0) -> None:
-        """Dual-averaging restart (SPEC §4): W⁰ ← W; V, U, α, k ← 0; ε ← eps_scale·ε."""
+        """Dual-averaging restart (docs/math.md#restarts): W⁰ ← W; V, U, α, k ← 0; ε ← eps_scale·ε."""
         for group in self.param_groups:
             group["eps"] *= eps_scale
         self._restart_dual_averaging(("v", "u"))
 
-    def _group_step(self, group: dict[str, Any], params: list[Tensor]) -> None:
-        states = [dual_averaging_state(self.state[p], p, ("v", "u")) for p in params]
+    def _group_step(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]
+    ) -> None:
         scales = []
-        for st in states:
+        for p, st in zip(params, states):
+            dual_averaging_state(st, p, ("v", "u"))
             st["step"] += 1
             s = group["lr"] * math.sqrt(st["step"])
             st["alpha"] += s
             scales.append(s)
         reg = self.regularizer_of(group)
-        rest = [
-            i
-            for i, (p, st, s) in enumerate(zip(params, states, scales))
-            if not self._fused_step(group, reg, p, st, s)
-        ]
+        rest = self._fused_steps(group, reg, params, grads, states)
         if rest:
             self._eager_step(
                 group,
                 reg,
                 [params[i] for i in rest],
+                [grads[i] for i in rest],
                 [states[i] for i in rest],
                 [scales[i] for i in rest],
             )

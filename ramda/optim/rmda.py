@@ -1,4 +1,4 @@
-"""RMDA: regularised modernised dual averaging (ICLR'22), the non-adaptive predecessor of RAMDA (SPEC §2)."""
+"""RMDA: regularised modernised dual averaging (ICLR'22), the non-adaptive predecessor of RAMDA (docs/math.md#rmda)."""
 
 from __future__ import annotations
 
@@ -31,19 +31,21 @@ class RMDA(RegularizedOptimizer):
         super().__init__(params, dict(lr=lr, momentum=momentum, lam=lam, regularizer=regularizer))
 
     def restart(self, eps_scale: float = 1.0) -> None:
-        """Dual-averaging restart (SPEC §4): W⁰ ← W; V, α, k ← 0 (``eps_scale`` is accepted for symmetry)."""
+        """Dual-averaging restart (docs/math.md#restarts): W⁰ ← W; V, α, k ← 0 (``eps_scale`` is accepted for symmetry)."""
         self._restart_dual_averaging(("v",))
 
-    def _group_step(self, group: dict[str, Any], params: list[Tensor]) -> None:
-        states = [dual_averaging_state(self.state[p], p, ("v",)) for p in params]
+    def _group_step(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]
+    ) -> None:
         scales, betas = [], []
-        for st in states:
+        for p, st in zip(params, states):
+            dual_averaging_state(st, p, ("v",))
             st["step"] += 1
             beta = math.sqrt(st["step"])
             st["alpha"] += group["lr"] * beta
             scales.append(group["lr"] * beta)
             betas.append(beta)
-        add_scaled([st["v"] for st in states], [p.grad for p in params], scales)
+        add_scaled([st["v"] for st in states], grads, scales)
         reg = self.regularizer_of(group)
         targets = []
         for st, beta in zip(states, betas):

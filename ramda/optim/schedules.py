@@ -1,6 +1,6 @@
 """The stage-wise learning rate and the RMDA/RAMDA momentum schedule, timed as the authors' released
 scheduler (``Core/scheduler.py``, class ``multistep_param_scheduler``), as ordinary scheduler objects with
-``state_dict``/``load_state_dict``.
+``state_dict``/``load_state_dict`` (docs/math.md#schedules).
 
 Both count *ticks*: an epoch (0-based epoch index) or, for step-counted runs, an optimizer step. For a step the
 tick is the number of optimizer steps taken so far, the current one included (1, 2, …): the value the

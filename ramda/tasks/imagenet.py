@@ -1,4 +1,4 @@
-"""ImageNet-1k classification with ResNet50 (the paper's vision table, SPEC §6).
+"""ImageNet-1k classification with ResNet50 (the paper's vision table; settings: docs/math.md#the-papers-settings).
 
 Data: the standard on-disk layout ``<root>/train/<wnid>/*.JPEG`` and ``<root>/val/<wnid>/*.JPEG`` read
 with torchvision's ``ImageFolder``. Training transform: RandomResizedCrop(train_crop) + horizontal flip;

@@ -51,7 +51,7 @@ class DataConfig:
 
 @dataclass
 class AudioConfig:
-    """The recipe's audio front end (SPEC §6)."""
+    """The recipe's audio front end (docs/math.md#the-papers-settings)."""
 
     sample_rate: int = 22050
     n_mels: int = 80

@@ -19,7 +19,7 @@ from functools import lru_cache
 from typing import Any
 
 _PAD = "_"
-_SPECIAL = "-"
+_HYPHEN = "-"
 _PUNCTUATION = "!'(),.:;? "
 _LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _VOWELS = ("AA", "AE", "AH", "AO", "AW", "AY", "EH", "ER", "EY", "IH", "IY", "OW", "OY", "UH", "UW")
@@ -30,7 +30,7 @@ ARPABET: tuple[str, ...] = tuple(
 )
 SYMBOLS: tuple[str, ...] = (
     _PAD,
-    *_SPECIAL,
+    *_HYPHEN,
     *_PUNCTUATION,
     *_LETTERS,
     *("@" + p for p in ARPABET),

@@ -1,0 +1,161 @@
+"""Aggregation: the runs of one table grouped by optimizer and seed into rows of mean ± sample std."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from experiments import Experiment, PaperRow, order_key
+from experiments import get as get_experiment
+from experiments import names as experiment_names
+
+from .records import RunRecord
+
+
+@dataclass(frozen=True)
+class Cell:
+    """Mean and sample std (ddof = 1; ``nan`` if n < 2) of the values of one quantity over completed seeds."""
+
+    mean: float
+    std: float
+    n: int
+
+    @staticmethod
+    def of(values: Sequence[float | None]) -> Cell | None:
+        xs = [v for v in values if v is not None]
+        if not xs:
+            return None
+        return Cell(statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else math.nan, len(xs))
+
+
+@dataclass
+class Row:
+    """One optimizer of one table. The seed lists partition the expected ∪ observed seeds."""
+
+    optimizer: str
+    completed: list[int]
+    failed: list[int]
+    running: list[int]
+    missing: list[int]
+    metric: Cell | None
+    sparsity: Cell | None
+    group_sparsity: Cell | None
+    unstructured_sparsity: Cell | None
+    time_per_epoch: Cell | None
+    paper: PaperRow | None
+    records: list[RunRecord]
+
+    @property
+    def n_seeds(self) -> int:
+        return len(self.completed) + len(self.failed) + len(self.running) + len(self.missing)
+
+    def runs_note(self) -> str:
+        """``3/3`` for a complete row, else e.g. ``2/3 seeds, 1 failed``."""
+        done = f"{len(self.completed)}/{self.n_seeds}"
+        extra = [
+            f"{len(seeds)} {word}"
+            for seeds, word in ((self.failed, "failed"), (self.running, "running"), (self.missing, "missing"))
+            if seeds
+        ]
+        return done if not extra else f"{done} seeds, " + ", ".join(extra)
+
+
+@dataclass
+class Table:
+    """One generated table: its definition, one row per optimizer, warnings, and the figure once drawn."""
+
+    name: str
+    experiment: Experiment
+    rows: list[Row]
+    warnings: list[str]
+    figure: Path | None = None
+
+
+def _adhoc_experiment(name: str, records: Sequence[RunRecord]) -> Experiment:
+    """A definition for a table with no entry in ``experiments``: labels from the runs themselves."""
+    metrics = sorted({r.metric for r in records})
+    hib = next((r.higher_is_better for r in records if r.higher_is_better is not None), True)
+    return Experiment(
+        name=name,
+        title=name,
+        task=",".join(sorted({r.task for r in records})),
+        optimizers=tuple(sorted({r.optimizer for r in records}, key=order_key)),
+        seeds=(),
+        metric=metrics[0] if metrics else "metric",
+        metric_label=metrics[0] if len(metrics) == 1 else "metric",
+        higher_is_better=bool(hib),
+        metric_digits=3,
+        sparsity_digits=1,
+        time_digits=2,
+    )
+
+
+def _pick(runs: Sequence[RunRecord]) -> RunRecord:
+    """Of several runs of one (table, optimizer, seed): a completed one over a running one over a failed one,
+    then the newest."""
+    rank = {"completed": 2, "running": 1, "failed": 0}
+    return max(runs, key=lambda r: (rank[r.status], r.order))
+
+
+def build_table(name: str, records: Sequence[RunRecord]) -> Table:
+    """The table ``name`` from the runs of that table (others in ``records`` are ignored)."""
+    mine = [r for r in records if r.table == name]
+    try:
+        exp = get_experiment(name)
+    except KeyError:
+        exp = _adhoc_experiment(name, mine)
+    warnings = []
+    tasks = sorted({r.task for r in mine})
+    if tasks and tasks != [exp.task]:
+        warnings.append(f"table '{name}' is defined for task '{exp.task}' but has runs of task(s) {tasks}")
+    other_metric = sorted({r.metric for r in mine if r.metric != exp.metric})
+    if other_metric:
+        warnings.append(f"table '{name}' reports '{exp.metric}' but some runs report {other_metric}")
+    optimizers = sorted(set(exp.optimizers) | {r.optimizer for r in mine}, key=order_key)
+    rows = []
+    for opt in optimizers:
+        runs = [r for r in mine if r.optimizer == opt]
+        by_seed: dict[int, list[RunRecord]] = {}
+        for r in runs:
+            by_seed.setdefault(r.seed, []).append(r)
+        for seed, dup in sorted(by_seed.items()):
+            if len(dup) > 1:
+                chosen = _pick(dup)
+                warnings.append(
+                    f"{len(dup)} runs of {opt} seed {seed} in table '{name}'; using {chosen.source} "
+                    f"({chosen.status})"
+                )
+        chosen_runs = {seed: _pick(dup) for seed, dup in by_seed.items()}
+        seeds = sorted(set(exp.seeds) | set(chosen_runs))
+        done = [chosen_runs[s] for s in seeds if s in chosen_runs and chosen_runs[s].status == "completed"]
+
+        def pct(v: float | None) -> float | None:
+            return None if v is None else 100.0 * v
+
+        rows.append(
+            Row(
+                optimizer=opt,
+                completed=[r.seed for r in done],
+                failed=[s for s in seeds if s in chosen_runs and chosen_runs[s].status == "failed"],
+                running=[s for s in seeds if s in chosen_runs and chosen_runs[s].status == "running"],
+                missing=[s for s in seeds if s not in chosen_runs],
+                metric=Cell.of([r.metric_value for r in done]),
+                sparsity=Cell.of([pct(r.weighted_group_sparsity) for r in done]),
+                group_sparsity=Cell.of([pct(r.group_sparsity) for r in done]),
+                unstructured_sparsity=Cell.of([pct(r.unstructured_sparsity) for r in done]),
+                time_per_epoch=Cell.of([r.time_per_epoch for r in done]),
+                paper=exp.paper.get(opt),
+                records=[chosen_runs[s] for s in seeds if s in chosen_runs],
+            )
+        )
+    return Table(name=name, experiment=exp, rows=rows, warnings=warnings)
+
+
+def table_names(records: Sequence[RunRecord]) -> list[str]:
+    """Tables that have runs: the defined ones in their order, then the others by name."""
+    found = {r.table for r in records}
+    defined = [n for n in experiment_names() if n in found]
+    return defined + sorted(found - set(defined))

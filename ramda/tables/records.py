@@ -1,0 +1,224 @@
+"""Run records: one :class:`RunRecord` per run, read from run directories (``summary.json`` +
+``metrics.jsonl``) or from a W&B project."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from experiments import get as get_experiment
+
+STATUSES = ("completed", "failed", "running")
+SUMMARY_KEYS = ("status", "table", "task", "optimizer", "seed", "metric")
+
+
+class TablesError(ValueError):
+    """Bad input to ``make tables``: the message names the path or key and what would be valid."""
+
+
+@dataclass
+class RunRecord:
+    """One run, whatever its source. Sparsities are fractions, ``time_per_epoch`` is seconds; ``history``
+    holds the per-epoch records (``metrics.jsonl`` lines) in epoch order."""
+
+    source: str
+    status: str
+    table: str
+    task: str
+    optimizer: str
+    seed: int
+    metric: str
+    metric_value: float | None = None
+    higher_is_better: bool | None = None
+    weighted_group_sparsity: float | None = None
+    group_sparsity: float | None = None
+    unstructured_sparsity: float | None = None
+    time_per_epoch: float | None = None
+    epochs_completed: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    order: float = 0.0
+
+
+def _number(value: Any, where: str, key: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TablesError(f"{where}: '{key}' must be a number or null, got {value!r}")
+    return float(value)
+
+
+def record_from_summary(
+    summary: Mapping[str, Any],
+    history: Sequence[Mapping[str, Any]],
+    source: str,
+    order: float = 0.0,
+    where: str | None = None,
+) -> RunRecord:
+    """A :class:`RunRecord` from a ``summary.json`` dict; ``TablesError`` naming ``where`` (default:
+    ``source``) and the key if a required key is missing or has the wrong type."""
+    loc = where or source
+    missing = [k for k in SUMMARY_KEYS if k not in summary]
+    if missing:
+        raise TablesError(f"{loc}: missing key(s) {', '.join(missing)} (required: {', '.join(SUMMARY_KEYS)})")
+    status = summary["status"]
+    if status not in STATUSES:
+        raise TablesError(f"{loc}: 'status' is {status!r}; valid: {', '.join(STATUSES)}")
+    seed = summary["seed"]
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TablesError(f"{loc}: 'seed' must be an integer, got {seed!r}")
+    for key in ("table", "task", "optimizer", "metric"):
+        if not isinstance(summary[key], str) or not summary[key]:
+            raise TablesError(f"{loc}: '{key}' must be a non-empty string, got {summary[key]!r}")
+    hib = summary.get("higher_is_better")
+    if hib is not None and not isinstance(hib, bool):
+        raise TablesError(f"{loc}: 'higher_is_better' must be true or false, got {hib!r}")
+    epochs = summary.get("epochs_completed", len(history))
+    if isinstance(epochs, bool) or not isinstance(epochs, int):
+        raise TablesError(f"{loc}: 'epochs_completed' must be an integer, got {epochs!r}")
+    metric_value = _number(summary.get("metric_value"), loc, "metric_value")
+    if status == "completed" and metric_value is None:
+        raise TablesError(f"{loc}: a completed run needs a numeric 'metric_value'")
+    return RunRecord(
+        source=source,
+        status=status,
+        table=summary["table"],
+        task=summary["task"],
+        optimizer=summary["optimizer"],
+        seed=seed,
+        metric=summary["metric"],
+        metric_value=metric_value,
+        higher_is_better=hib,
+        weighted_group_sparsity=_number(
+            summary.get("weighted_group_sparsity"), loc, "weighted_group_sparsity"
+        ),
+        group_sparsity=_number(summary.get("group_sparsity"), loc, "group_sparsity"),
+        unstructured_sparsity=_number(summary.get("unstructured_sparsity"), loc, "unstructured_sparsity"),
+        time_per_epoch=_number(summary.get("time_per_epoch"), loc, "time_per_epoch"),
+        epochs_completed=epochs,
+        history=sorted((dict(h) for h in history if "epoch" in h), key=lambda h: h["epoch"]),
+        order=order,
+    )
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The JSON lines of ``path``; a truncated last line (a run killed mid-write) is ignored."""
+    if not path.is_file():
+        return []
+    rows: list[dict[str, Any]] = []
+    lines = path.read_text().splitlines()
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            if i == len(lines) - 1:
+                break
+            raise TablesError(f"{path}:{i + 1}: not valid JSON ({e.msg})") from None
+        if not isinstance(row, dict):
+            raise TablesError(f"{path}:{i + 1}: each line must be a JSON object")
+        rows.append(row)
+    return rows
+
+
+def load_local(runs: Path) -> list[RunRecord]:
+    """Every run under ``runs``: each directory holding a ``summary.json`` (searched recursively)."""
+    if not runs.is_dir():
+        raise TablesError(f"--runs {runs}: not a directory (expected the runs directory, e.g. results/runs)")
+    records = []
+    for path in sorted(runs.rglob("summary.json")):
+        try:
+            summary = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise TablesError(f"{path}: not valid JSON ({e.msg})") from None
+        if not isinstance(summary, dict):
+            raise TablesError(f"{path}: must hold a JSON object")
+        history = _read_jsonl(path.parent / "metrics.jsonl")
+        records.append(
+            record_from_summary(summary, history, str(path.parent), path.stat().st_mtime, where=str(path))
+        )
+    return records
+
+
+WANDB_STATES = {"finished": "completed", "running": "running", "crashed": "failed", "failed": "failed"}
+
+
+def _get(config: Mapping[str, Any], dotted: str) -> Any:
+    """``config['a']['b']`` for ``'a.b'``, also accepting W&B's flattened ``config['a.b']``."""
+    if dotted in config:
+        return config[dotted]
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def record_from_wandb(
+    config: Mapping[str, Any],
+    summary: Mapping[str, Any],
+    state: str,
+    history: Iterable[Mapping[str, Any]],
+    source: str,
+) -> RunRecord:
+    """A :class:`RunRecord` from a W&B run's ``config`` (the resolved run config), ``summary``, ``state``
+    and logged rows. Rows with an ``epoch`` key are the per-epoch records; step-level rows are ignored. The
+    summary fields of ``summary.json`` are used where the run logged them, else derived: status from the run
+    state (finished → completed, crashed/failed → failed, running → running), the metric's final value from
+    the last epoch row, time/epoch as the mean of the rows' ``time_per_epoch``."""
+    epochs = [dict(h) for h in history if h.get("epoch") is not None]
+    epochs.sort(key=lambda h: h["epoch"])
+    table = summary.get("table") or _get(config, "table")
+    merged: dict[str, Any] = {
+        "table": table,
+        "task": summary.get("task") or _get(config, "task.name"),
+        "optimizer": summary.get("optimizer") or _get(config, "optimizer.name"),
+        "seed": summary.get("seed", _get(config, "seed")),
+        "status": summary.get("status") or WANDB_STATES.get(state, "failed"),
+    }
+    metric = summary.get("metric")
+    if metric is None and isinstance(table, str):
+        try:
+            metric = get_experiment(table).metric
+        except KeyError:
+            metric = None
+    merged["metric"] = metric
+    last = epochs[-1] if epochs else {}
+    for key in ("weighted_group_sparsity", "group_sparsity", "unstructured_sparsity"):
+        merged[key] = summary.get(key, last.get(key))
+    merged["metric_value"] = summary.get("metric_value", last.get(metric) if metric else None)
+    times = [h["time_per_epoch"] for h in epochs if isinstance(h.get("time_per_epoch"), int | float)]
+    merged["time_per_epoch"] = summary.get("time_per_epoch", statistics.fmean(times) if times else None)
+    merged["epochs_completed"] = summary.get("epochs_completed", len(epochs))
+    if "higher_is_better" in summary:
+        merged["higher_is_better"] = summary["higher_is_better"]
+    if merged["status"] == "completed" and merged["metric_value"] is None:
+        merged["status"] = "failed"
+    return record_from_summary(merged, epochs, source)
+
+
+def load_wandb(project: str, table: str | None = None) -> list[RunRecord]:
+    """Every run of W&B project ``[entity/]project`` through the public API (needs network and a login),
+    optionally only those whose config has ``table``."""
+    import wandb
+
+    filters = {"config.table": table} if table else None
+    records = []
+    try:
+        api = wandb.Api()
+        for i, run in enumerate(api.runs(project, filters=filters, order="+created_at")):  # oldest first
+            history = [row for row in run.scan_history() if row.get("epoch") is not None]
+            records.append(
+                record_from_wandb(dict(run.config), dict(run.summary), run.state, history, run.url)
+            )
+            records[-1].order = float(i)
+    except (wandb.errors.Error, ValueError, OSError) as err:
+        if isinstance(err, TablesError):
+            raise
+        raise TablesError(f"--wandb-project {project}: {str(err).strip().splitlines()[0]}") from None
+    return records
