@@ -2,9 +2,10 @@
 reported numbers (the paper's Tables). ``make tables`` reads these to label, order and annotate the generated tables.
 
 The optimizer *settings* (lr, momentum, λ, schedule) live once, in the preset configs
-``configs/preset/<task>/<optimizer>.yaml``; :meth:`Experiment.settings` reads them from there. The
-multirun grid of ``python train.py -m experiment=<table>`` is ``configs/experiment/<table>.yaml``; a test
-checks that it sweeps exactly the optimizers and seeds listed here.
+``configs/preset/<task>/<optimizer>.yaml``; :meth:`Experiment.settings` reads them from there (the authors'
+released values they must hold, with their files: :mod:`experiments.released`). The multirun grid of
+``python train.py -m experiment=<table>`` lives once too, in ``configs/experiment/<table>.yaml``: :func:`grid`
+reads the task, optimizers and seeds of a table from there.
 """
 
 from __future__ import annotations
@@ -98,6 +99,23 @@ class Experiment:
         return [f"experiment={self.name}", f"optimizer={optimizer}", f"seed={seed}"]
 
 
+def grid(table: str) -> dict[str, Any]:
+    """``task``, ``optimizers`` and ``seeds`` of ``configs/experiment/<table>.yaml``: its task override and
+    its sweeper's ``optimizer`` and ``seed`` lists, read as plain YAML."""
+    import yaml
+
+    conf = yaml.safe_load((CONFIG_DIR / "experiment" / f"{table}.yaml").read_text(encoding="utf-8"))
+    task = next(
+        d["override /task"] for d in conf["defaults"] if isinstance(d, dict) and "override /task" in d
+    )
+    params = conf["hydra"]["sweeper"]["params"]
+    return {
+        "task": task,
+        "optimizers": tuple(str(params["optimizer"]).split(",")),
+        "seeds": tuple(int(seed) for seed in str(params["seed"]).split(",")),
+    }
+
+
 def _registry() -> dict[str, Experiment]:
     from experiments import demo, language, speech, vision
 
@@ -117,4 +135,4 @@ def get(name: str) -> Experiment:
     return registry[name]
 
 
-__all__ = ["ORDER", "Experiment", "PaperRow", "Stat", "display_name", "get", "names", "order_key"]
+__all__ = ["ORDER", "Experiment", "PaperRow", "Stat", "display_name", "get", "grid", "names", "order_key"]

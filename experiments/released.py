@@ -252,13 +252,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Print or write the released-values tables.")
     parser.add_argument("--write", action="store_true", help="update the tables in docs/tasks/<task>.md")
     args = parser.parse_args(argv)
-    for task in tasks():
-        if args.write:
-            path = DOCS / f"{task}.md"
-            path.write_text(render_into(path.read_text(encoding="utf-8"), task), encoding="utf-8")
-            print(f"wrote {path}")
-        else:
+    if not args.write:
+        for task in tasks():
             print(f"## {task}\n\n{markdown(task)}")
+        return
+    paths = {task: DOCS / f"{task}.md" for task in tasks()}
+    texts = {task: render_into(path.read_text(encoding="utf-8"), task) for task, path in paths.items()}
+    for task, path in paths.items():
+        path.write_text(texts[task], encoding="utf-8")
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

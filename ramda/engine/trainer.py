@@ -380,7 +380,7 @@ class Trainer:
             "lr": float(self.optimizer.param_groups[0]["lr"]),
             "momentum": _momentum(self.optimizer),
             "solver_iters": tally.solver_sum / tally.solver_steps if tally.solver_steps else None,
-            "time_per_epoch": tally.train_time,
+            "time_per_epoch": self._epoch_time(tally, epoch_end),
         }
         self.history.append(record)
         self.tally = EpochTally()
@@ -396,6 +396,13 @@ class Trainer:
         if epoch_end:
             self.console.end_epoch()
         self.console.print(self._epoch_line(record))
+
+    def _epoch_time(self, tally: EpochTally, epoch_end: bool) -> float:
+        """The training time of an epoch: the measured one at an epoch end, else the period's time scaled
+        to an epoch's steps (rows of step-counted runs, comparable with the papers' time per epoch)."""
+        if epoch_end or not tally.batches:
+            return tally.train_time
+        return tally.train_time * self.task.num_train_batches() / tally.batches
 
     def _epoch_line(self, r: dict[str, Any]) -> str:
         metric = self.task.metric

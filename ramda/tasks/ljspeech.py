@@ -415,7 +415,9 @@ class LJSpeechTask(Task):
         with torch.no_grad(), torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.env.seed + self.env.rank)  # the prenet's dropout is on in eval too
             for batch in self._val_batches():
-                mel_loss, gate_loss = tacotron2_losses(model, batch.to(self.env.device), self.cfg.mask_padding)
+                mel_loss, gate_loss = tacotron2_losses(
+                    model, batch.to(self.env.device), self.cfg.mask_padding
+                )
                 totals += torch.stack([mel_loss.double(), gate_loss.double(), totals.new_ones(())])
         if self.env.distributed:
             torch.distributed.all_reduce(totals)
