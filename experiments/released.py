@@ -84,7 +84,7 @@ SHARED: dict[str, tuple[Value, ...]] = {
     )
     + _values("Tacotron2/tacotron2/arg_parser.py", task__mask_padding=False),
     "wikitext103": _values(
-        "Transformer-XL/pytorch/RAMDA_wt103_base.yaml",
+        "Transformer-XL/pytorch/*_wt103_base.yaml",
         task__n_layer=16,
         task__d_model=512,
         task__n_head=8,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -94,6 +95,7 @@ def _rows(run: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if not k.startswith("time")} for r in rows]
 
 
+@pytest.mark.timeout(1500)  # three train.py processes: about 2 min of CPU, far more on a loaded box
 def test_step_counted_run_survives_sigkill_mid_epoch_with_its_memory(tmp_path: Path) -> None:
     """Rows every 8 steps; a SIGKILL after step 16 (last checkpoint: step 15, mid-epoch, mid-period) and a
     resume give the uninterrupted run's rows and weights: the Transformer-XL memory, the epoch's roll and
@@ -146,3 +148,48 @@ def test_step_counted_run_survives_sigkill_mid_epoch_with_its_memory(tmp_path: P
         assert torch.equal(value, final[1]["model"][key]), key
     for a, b in zip(final[0]["task_ranks"][0]["mems"], final[1]["task_ranks"][0]["mems"]):
         assert torch.equal(a, b)
+
+
+def test_hf_source_trains_from_a_dataset_saved_to_disk(tmp_path: Path) -> None:
+    """task.data.source=hf end to end, offline: the fixture saved with ``datasets``' ``save_to_disk`` gives
+    the token files' corpus, and train.py runs on it; a directory that is not such a dataset is one line.
+    Then scripts/eval_wikitext103.py recomputes the run's validation perplexity from its checkpoint and
+    evaluates the test split with the released protocol."""
+    pytest.importorskip("datasets")
+    from ramda.fixtures.wikitext103 import make_hf
+    from ramda.tasks.wikitext103 import Corpus, DataConfig
+
+    hf = make_hf(tmp_path / "fx")
+    files = Corpus.load(
+        DataConfig(root=str(tmp_path / "fx" / "wikitext-103"), cache_dir=str(tmp_path / "c1"))
+    )
+    other = Corpus.load(DataConfig(source="hf", hf_path=str(hf), cache_dir=str(tmp_path / "c2")))
+    assert other.itos == files.itos
+    assert all(torch.equal(other.splits[s], files.splits[s]) for s in files.splits)
+    with pytest.raises(ValueError, match=r"^task.data.hf_path: .* is not a dataset saved with save_to_disk"):
+        Corpus.load(DataConfig(source="hf", hf_path=str(tmp_path / "fx"), cache_dir=str(tmp_path / "c2")))
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "HF_DATASETS_OFFLINE": "1"}
+    cmd = [sys.executable, "train.py", "task=wikitext103_tiny", "optimizer=ramda", "task.data.source=hf"]
+    cmd += [f"task.data.hf_path={hf}", f"task.data.cache_dir={tmp_path / 'c3'}", "trainer.max_steps=3"]
+    cmd += ["trainer.eval_every_steps=0", "trainer.progress=none", f"hydra.run.dir={tmp_path / 'run'}"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["global_step"] == 3
+
+    script = [sys.executable, "scripts/eval_wikitext103.py", str(tmp_path / "run"), "--device", "cpu"]
+    script += ["--split", "valid", "--tgt-len", "16", "--mem-len", "16", "--clamp-len", "-1"]
+    script += ["--no-same-length", "--batch-size", "2"]
+    proc = subprocess.run(script, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert float(proc.stdout.split("perplexity ")[1].split()[0]) == pytest.approx(
+        summary["metric_value"], abs=6e-3
+    )
+    spec = importlib.util.spec_from_file_location(
+        "eval_wikitext103", REPO / "scripts" / "eval_wikitext103.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    test = module.evaluate(tmp_path / "run", "test", 64, 640, 400, True, 16, "cpu")
+    assert test["step"] == 3 and math.isfinite(test["perplexity"]) and test["perplexity"] > 1

@@ -1,7 +1,8 @@
 """WikiText-103 word-level language modeling with Transformer-XL (the paper's language table).
 
-Data: the word-level files ``wiki.{train,valid,test}.tokens`` (``data.source=files``) or Hugging Face
-``datasets``' ``wikitext-103-v1`` from its local cache (``data.source=hf``, offline). Every line, blank lines
+Data: the word-level files ``wiki.{train,valid,test}.tokens`` (``data.source=files``) or a Hugging Face
+``datasets`` copy (``data.source=hf``, offline): the Hub's ``wikitext-103-v1`` from the local cache, or a
+``DatasetDict`` saved to disk (``data.hf_path``). Every line, blank lines
 included, is split on whitespace and ends with ``<eos>``; the vocabulary is ``<eos>`` followed by the training
 words by decreasing frequency (ties in order of first appearance), so the adaptive softmax's head holds the
 frequent words. Vocabulary and encoded splits are cached under ``data.cache_dir``.
@@ -44,12 +45,15 @@ CACHE_VERSION = 1
 @dataclass
 class DataConfig:
     """``root``: directory with ``wiki.{train,valid,test}.tokens`` (source ``files``). ``source``: ``files``
-    or ``hf`` (``datasets.load_dataset("wikitext", "wikitext-103-v1")`` from the local cache, offline;
-    ``hf_cache_dir`` overrides the cache location). ``cache_dir``: where the vocabulary and encoded splits
-    go."""
+    or ``hf``: with ``hf_path`` empty, ``datasets.load_dataset("wikitext", "wikitext-103-v1")`` from the local
+    cache, offline (``hf_cache_dir`` overrides the cache location); else ``datasets.load_from_disk(hf_path)``,
+    a ``DatasetDict`` with ``train``/``validation``/``test`` splits of a ``text`` column, one line per row as
+    the Hub's copy (``python scripts/make_fixtures.py wikitext103 DIR --hf`` writes one). ``cache_dir``: where
+    the vocabulary and encoded splits go."""
 
     root: str = "data/wikitext-103"
     source: str = "files"
+    hf_path: str = ""
     hf_cache_dir: str = ""
     cache_dir: str = "results/cache/wikitext103"
 
@@ -193,7 +197,7 @@ class _Source:
         if data.source == "files":
             self.files = split_files(Path(data.root))
         elif data.source == "hf":
-            self.dataset = _load_hf(data.hf_cache_dir)
+            self.dataset = _load_hf(data.hf_path, data.hf_cache_dir)
         else:
             raise ValueError(f"task.data.source={data.source!r} is not valid; use 'files' or 'hf'")
         self.source = data.source
@@ -217,9 +221,10 @@ class _Source:
         return f"wikitext-103-v1/{HF_SPLITS[split]}"
 
 
-def _load_hf(cache_dir: str) -> Any:
-    """``datasets.load_dataset("wikitext", "wikitext-103-v1")`` from the local cache only (newer ``datasets``
-    versions keep it under the Hub name ``Salesforce/wikitext``, tried second)."""
+def _load_hf(path: str, cache_dir: str) -> Any:
+    """``datasets.load_from_disk(path)``, or without ``path`` ``datasets.load_dataset("wikitext",
+    "wikitext-103-v1")`` from the local cache only (newer ``datasets`` versions keep it under the Hub name
+    ``Salesforce/wikitext``, tried second)."""
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     try:
         import datasets
@@ -228,6 +233,20 @@ def _load_hf(cache_dir: str) -> Any:
             "task.data.source=hf needs the Hugging Face `datasets` package (pip install datasets); "
             "or use task.data.source=files with task.data.root=<dir with wiki.{train,valid,test}.tokens>"
         ) from None
+    if path:
+        try:
+            dataset = datasets.load_from_disk(path)
+        except (FileNotFoundError, ValueError) as err:
+            raise ValueError(
+                f"task.data.hf_path: {path} is not a dataset saved with save_to_disk ({err})"
+            ) from None
+        missing = [s for s in HF_SPLITS.values() if s not in dataset or "text" not in dataset[s].column_names]
+        if missing:
+            raise ValueError(
+                f"task.data.hf_path: {path} lacks the split(s) {', '.join(missing)} with a 'text' column; "
+                f"expected a DatasetDict with {', '.join(HF_SPLITS.values())}"
+            )
+        return dataset
     errors = []
     for name in ("wikitext", "Salesforce/wikitext"):
         try:
@@ -245,9 +264,19 @@ class OrderedLMStream:
     does not fill a row is dropped), read in windows of ``tgt_len`` rows: ``data = rows[i : i+L]``,
     ``target = rows[i+1 : i+1+L]``. With ``world_size > 1`` this process keeps columns
     ``[rank·b, (rank+1)·b)``, ``b = batch_size / world_size``: together the processes see the global
-    batch."""
+    batch. ``warmup`` > 0 (the evaluation memory length, as the recipe's evaluation iterator): the rows are
+    preceded by ``warm_rows`` = ⌈warmup / tgt_len⌉·tgt_len rows, column c getting the last ones of column
+    c − 1 (column 0 those of the last column), whose windows only fill the memory."""
 
-    def __init__(self, tokens: Tensor, batch_size: int, tgt_len: int, rank: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        tokens: Tensor,
+        batch_size: int,
+        tgt_len: int,
+        rank: int = 0,
+        world_size: int = 1,
+        warmup: int = 0,
+    ):
         n_step = tokens.numel() // batch_size
         if n_step < 2:
             raise ValueError(
@@ -256,9 +285,13 @@ class OrderedLMStream:
             )
         local = per_process_batch(batch_size, world_size)
         rows = tokens[: n_step * batch_size].view(batch_size, n_step).t()
+        self.warm_rows = 0
+        if warmup > 0:
+            head = rows.roll((math.ceil(warmup / tgt_len) * tgt_len, 1), (0, 1))
+            head = head[: math.ceil(warmup / tgt_len) * tgt_len]
+            rows, self.warm_rows = torch.cat((head, rows)), head.size(0)
         self.rows = rows[:, rank * local : (rank + 1) * local].contiguous()
         self.tgt_len = tgt_len
-
         self.columns = slice(rank * local, (rank + 1) * local)
 
     def __len__(self) -> int:
@@ -366,12 +399,12 @@ class WikiText103Task(Task):
         )
         return model.to(self.env.device)
 
-    def _stream(self, split: str, batch_size: int, tgt_len: int) -> OrderedLMStream:
-        key = (split, batch_size, tgt_len)
+    def _stream(self, split: str, batch_size: int, tgt_len: int, warmup: int = 0) -> OrderedLMStream:
+        key = (split, batch_size, tgt_len, warmup)
         if key not in self._streams:
             tokens = self.corpus.splits[split]
             self._streams[key] = OrderedLMStream(
-                tokens, batch_size, tgt_len, self.env.rank, self.env.world_size
+                tokens, batch_size, tgt_len, self.env.rank, self.env.world_size, warmup
             )
         return self._streams[key]
 
@@ -411,20 +444,22 @@ class WikiText103Task(Task):
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, split: str = "valid") -> dict[str, float]:
-        """``val_loss`` = Σ NLL / #tokens over the split (with memory), ``perplexity`` = exp(val_loss)."""
+        """``val_loss`` = Σ NLL / #tokens over the split (with memory; the warm-up windows that first fill the
+        memory are not counted, as in the recipe), ``perplexity`` = exp(val_loss)."""
         cfg = self.cfg
         net = _unwrap(model)
         was_training = net.training
         net.eval()
         total = torch.zeros(2, dtype=torch.float64, device=self.env.device)
         mems = None
-        stream = self._stream(split, self.eval_batch, cfg.eval_tgt_len)
+        stream = self._stream(split, self.eval_batch, cfg.eval_tgt_len, cfg.eval_mem_len)
         limit = cfg.max_eval_batches if cfg.max_eval_batches > 0 else None
-        for data, target in itertools.islice(stream, limit):
+        for k, (data, target) in enumerate(itertools.islice(stream, limit)):
             data, target = data.to(self.env.device).long(), target.to(self.env.device).long()
             nll, mems = net(data, target, mems, mem_len=cfg.eval_mem_len)
-            total[0] += nll.double().sum()
-            total[1] += nll.numel()
+            if k * cfg.eval_tgt_len >= stream.warm_rows:
+                total[0] += nll.double().sum()
+                total[1] += nll.numel()
         net.train(was_training)
         if self.env.distributed and torch.distributed.is_initialized():
             torch.distributed.all_reduce(total)
