@@ -19,7 +19,9 @@ class OptimizerConfig:
 
     _target_: str = MISSING
     name: str = MISSING
+    """The optimizer's name, as tables and run directories show it (set by the ``optimizer=`` choice)."""
     lr: float = MISSING
+    """η, the learning rate (> 0)."""
 
 
 @dataclass
@@ -28,12 +30,21 @@ class RAMDAConfig(OptimizerConfig):
     name: str = "ramda"
     lr: float = 1e-2
     momentum: float = 1e-2
+    """c ∈ (0, 1]: W ← (1 − c)·W + c·W̃; raised to 1 by the momentum schedule."""
     eps: float = 1e-6
+    """ε added to the cube root of the preconditioner (× ``trainer.gamma`` at every restart)."""
     stop: str | None = None
+    """Subproblem stop rule: ``null`` (the fastest exact mode for the regularizer), ``exact``, ``objective`` (the
+    authors' rule, used by the paper presets) or ``subgradient``."""
     max_iters: int = 100
+    """At most this many solver iterations per tensor and step (``objective``, ``subgradient``)."""
     rtol: float = 1e-8
+    """``objective`` rule: stop when the relative decrease of the subproblem objective is below this."""
     tol: float = 1e-6
+    """``subgradient`` rule: stop when the minimum-norm subgradient has norm ≤ this."""
     fused: bool | None = None
+    """Fused kernels for float32 group-LASSO tensors: ``null`` where numba / Triton is installed, ``true`` also
+    fails when missing, ``false`` the plain-torch path."""
 
 
 @dataclass
@@ -42,6 +53,7 @@ class RMDAConfig(OptimizerConfig):
     name: str = "rmda"
     lr: float = 1.0
     momentum: float = 0.1
+    """c ∈ (0, 1]: W ← (1 − c)·W + c·W̃; raised to 1 by the momentum schedule."""
 
 
 @dataclass
@@ -50,6 +62,7 @@ class ProxSGDConfig(OptimizerConfig):
     name: str = "proxsgd"
     lr: float = 0.1
     momentum: float = 0.1
+    """c ∈ (0, 1]: m ← (1 − c)·m + c·g."""
 
 
 @dataclass
@@ -58,13 +71,21 @@ class ProxGenConfig(OptimizerConfig):
     name: str = "proxgen"
     lr: float = 1e-3
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    """Adam's (β₁, β₂)."""
     eps: float = 1e-8
+    """ε added to the root of the second moment."""
     weight_decay: float = 0.0
+    """AdamW's decoupled weight decay, applied before the proximal step."""
     stop: str | None = None
+    """Subproblem stop rule, as for ``optimizer=ramda``."""
     max_iters: int = 100
+    """At most this many solver iterations per tensor and step."""
     rtol: float = 1e-8
+    """``objective`` rule: relative-decrease threshold."""
     tol: float = 1e-6
+    """``subgradient`` rule: subgradient-norm threshold."""
     fused: bool | None = None
+    """Fused kernels, as for ``optimizer=ramda``."""
 
 
 @dataclass
@@ -73,7 +94,9 @@ class MSGDConfig(OptimizerConfig):
     name: str = "msgd"
     lr: float = 0.1
     momentum: float = 0.9
+    """Heavy-ball momentum ∈ [0, 1)."""
     weight_decay: float = 1e-4
+    """L2 weight decay added to the gradient."""
 
 
 @dataclass
@@ -82,7 +105,9 @@ class AdamConfig(OptimizerConfig):
     name: str = "adam"
     lr: float = 1e-3
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    """Adam's (β₁, β₂)."""
     weight_decay: float = 0.0
+    """L2 weight decay added to the gradient (Adam) or decoupled (AdamW)."""
 
 
 @dataclass
@@ -105,10 +130,13 @@ OPTIMIZERS: dict[str, type[OptimizerConfig]] = {
 
 @dataclass
 class RegularizerConfig:
-    """``name`` is a key of ``ramda.regularizers.REGULARIZERS`` or ``none``; ``lam`` is λ."""
+    """The regulariser ψ (a key of ``ramda.regularizers.REGULARIZERS`` or ``none``) and its weight λ."""
 
     name: str = "group_lasso"
+    """ψ: ``group_lasso`` (input-wise groups), ``l1``, ``nuclear``, ``binary`` or ``none`` (set by the
+    ``regularizer=`` choice)."""
     lam: float = 0.0
+    """λ ≥ 0; must be 0 for msgd/adam/adamw and with ``regularizer=none``."""
 
 
 REGULARIZERS: tuple[str, ...] = ("group_lasso", "l1", "nuclear", "binary", "none")
@@ -116,63 +144,78 @@ REGULARIZERS: tuple[str, ...] = ("group_lasso", "l1", "nuclear", "binary", "none
 
 @dataclass
 class TrainerConfig:
-    """The training loop, counted in ``epochs``, or in optimizer steps when ``max_steps`` > 0 (the epochs then
-    run on until that step). The schedule counts *ticks*: epochs (0-based), or with ``max_steps`` the number of
-    steps taken (1, 2, …), as the authors' scripts pass them to their scheduler.
-    ``lr_schedule``: ``stagewise`` — after tick t with t + 1 in ``milestones`` (epoch or step counts),
-    lr ← ``gamma``·lr and RMDA/RAMDA restart, and their momentum c ← min(c₀√j, 1) rises at every step from tick
-    ``momentum_start`` on (None: the authors' rule, the last milestone − 1: the epoch before the last restart;
-    0 without milestones); or ``cosine`` — torch's ``CosineAnnealingLR`` from lr to 0 over the run's steps,
-    stepped after every optimizer step (no milestones, no momentum schedule).
-    ``eval_every_steps`` > 0 evaluates, writes a metrics row and a checkpoint every that many steps (and at
-    the last step); epochs still end with a row unless ``max_steps`` is set. Evaluation always runs in full
-    precision. ``checkpoint_every_steps`` > 0 also saves mid-epoch (always at epoch ends).
-    ``device``: auto|cpu|cuda|cuda:N; ``threads`` > 0 sets torch's CPU threads (0: torch's default);
-    ``precision``: fp32|bf16|fp16; ``progress``: auto|bar|lines|none.
-    Distributed (torchrun/srun): ``sync_batchnorm`` normalises over the global batch (CUDA only);
-    ``dump_replicas`` (a debugging aid) makes every rank write its model and optimizer state to
-    ``replica_rank<r>.pt`` in the run directory at the end, to check that the replicas are identical.
-    """
+    """The training loop: epochs or steps, the lr schedule and RMDA/RAMDA's momentum schedule
+    (docs/math.md#schedules), precision, device, checkpoints, progress and distributed options. The schedules
+    count *ticks*: epochs (0-based), or with ``max_steps`` the number of steps taken (1, 2, …), as the authors'
+    scripts pass them to their scheduler."""
 
     epochs: int = 10
+    """Number of epochs (ignored when ``max_steps`` > 0)."""
     max_steps: int = 0
+    """> 0: train for that many optimizer steps (the epochs run on until then); ``milestones`` are then step
+    counts and the schedules tick per step."""
     eval_every_steps: int = 0
+    """> 0: evaluate, write a metrics row and a checkpoint every N steps (and at the last step of a
+    ``max_steps`` run); epochs still end with a row unless ``max_steps`` is set."""
     lr_schedule: str = "stagewise"
+    """``stagewise`` (``milestones``, RMDA/RAMDA restarts and momentum schedule) or ``cosine`` (torch's
+    ``CosineAnnealingLR`` from lr to 0 over the run's steps, stepped after every step; no milestones)."""
     milestones: list[int] = field(default_factory=list)
+    """Ticks m (epochs, or steps with ``max_steps``): after tick m − 1, lr ← ``gamma``·lr, as the released
+    scheduler; for RMDA/RAMDA also a dual-averaging restart."""
     gamma: float = 0.1
+    """The stage-wise decay factor."""
     momentum_schedule: bool = True
+    """RMDA/RAMDA with ``stagewise``: from tick ``momentum_start`` on, c ← min(c₀√j, 1) at every step, j
+    counted from 1 and never reset; the weights become exactly group-sparse only once c reaches 1."""
     momentum_start: int | None = None
+    """The first tick of the momentum schedule; ``null``: the released rule, the last milestone − 1 (the epoch
+    before the last restart; 0 without milestones)."""
     precision: str = "fp32"
+    """``fp32``, ``bf16`` (autocast) or ``fp16`` (autocast and gradient scaling); evaluation always runs in
+    full precision."""
     device: str = "auto"
+    """``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``."""
     threads: int = 0
+    """CPU threads for torch (0: torch's default)."""
     compile: bool = False
+    """``torch.compile`` the model."""
     channels_last: bool = False
+    """Channels-last memory format (CUDA only)."""
     checkpoint_every_steps: int = 0
+    """Also checkpoint every N optimizer steps (always at the end of each epoch; 0: only then)."""
     log_every_steps: int = 50
+    """A progress line every N steps when not on a terminal (0: none)."""
     progress: str = "auto"
+    """``auto`` (bars on a terminal, lines otherwise), ``bar``, ``lines`` or ``none``."""
     sync_batchnorm: bool = False
+    """BatchNorm over the global batch under DDP (``SyncBatchNorm``, CUDA only)."""
     dump_replicas: bool = False
+    """Debugging aid: every rank writes ``replica_rank<r>.pt`` (its parameters and optimizer state) at the end."""
 
 
 @dataclass
 class LoggerConfig:
-    """``local`` writes only the run directory; ``wandb`` also logs to Weights & Biases (``mode`` auto:
-    online when an API key is configured, else offline; or online|offline|disabled)."""
+    """Where a run's figures go besides its run directory."""
 
     name: str = "local"
+    """``local`` (the run directory only) or ``wandb`` (also Weights & Biases; set by the ``logger=`` choice)."""
     project: str = "ramda"
+    """W&B project."""
     entity: str | None = None
+    """W&B entity (``null``: the account's default)."""
     mode: str = "auto"
+    """``auto`` (online when an API key is configured, else offline with no network access; ``WANDB_MODE`` is
+    honoured), ``online``, ``offline`` or ``disabled``."""
     tags: list[str] = field(default_factory=list)
+    """W&B tags of the run."""
 
 
 @dataclass
 class RunConfig:
-    """The root config. ``table`` groups runs for ``make tables``; ``resume`` is auto|never|<checkpoint>.
-
-    Defaults: the groups, then the root's own values (``_self_``), then the (task, optimizer) preset with the
-    paper's settings when one exists, then an optional experiment (a whole table: task, grid, ``table``).
-    Command-line overrides win over all of them.
+    """The root config. Composition order: the groups, then the root's own values (``_self_``), then the
+    (task, optimizer) preset with the paper's settings when one exists, then an optional experiment (a whole
+    table: task, grid, ``table``). Command-line overrides win over all of them.
     """
 
     defaults: list[Any] = field(
@@ -189,13 +232,22 @@ class RunConfig:
         ]
     )
     task: Any = MISSING
+    """The task: data, model, loss and metric."""
     optimizer: OptimizerConfig = MISSING
+    """The optimizer."""
     regularizer: RegularizerConfig = MISSING
+    """The regulariser ψ and λ."""
     trainer: TrainerConfig = MISSING
+    """The training loop."""
     logger: LoggerConfig = MISSING
+    """Where the figures go besides the run directory."""
     seed: int = 1
+    """Seeds Python, NumPy and torch; the same seed gives the same initial weights for every optimizer."""
     resume: str = "auto"
+    """``auto``: continue the checkpoint in the run directory if there is one; ``never``: refuse a directory
+    holding one; a path: start from that checkpoint in a new directory."""
     table: str = "adhoc"
+    """The table a run belongs to (``demo``, ``vision``, ``language``, ``speech``, …); part of the run directory."""
 
 
 UNAVAILABLE_TASKS: dict[str, str] = {}

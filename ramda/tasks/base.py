@@ -21,12 +21,19 @@ class TaskConfig:
     """Fields every task has. ``batch_size`` is the *global* batch, whatever the number of processes."""
 
     name: str = "?"
+    """The task's name (set by the ``task=`` choice)."""
     batch_size: int = 64
+    """The global batch, split over the processes (must divide by their number)."""
     eval_batch_size: int = 0
+    """The evaluation batch (0: ``batch_size``)."""
     num_workers: int = 0
+    """Data-loading worker processes per training process."""
     max_train_batches: int = 0
+    """Train on at most this many batches per epoch (0: all; for smoke runs)."""
     max_eval_batches: int = 0
+    """Evaluate on at most this many batches (0: all; for smoke runs)."""
     grad_clip: float = 0.0
+    """Gradient-norm clipping (0: off)."""
 
 
 @dataclass(frozen=True)

@@ -23,22 +23,31 @@ CSV_NAME = "digits.csv.gz"
 
 @dataclass
 class DataConfig:
-    """``root`` empty: the copy bundled with scikit-learn; else a directory holding ``digits.csv.gz``."""
+    """The digits data and its fixed split."""
 
     root: str = ""
+    """Empty: the copy bundled with scikit-learn; else a directory holding ``digits.csv.gz``."""
     val_fraction: float = 0.2
+    """Fraction of the images held out for validation, stratified by class."""
     split_seed: int = 0
+    """Seed of the fixed split (independent of the run's seed)."""
 
 
 @dataclass
 class Config(TaskConfig):
+    """The digits demo: a small CNN on 8×8 images."""
+
     name: str = "digits"
     batch_size: int = 64
     eval_batch_size: int = 512
     data: DataConfig = field(default_factory=DataConfig)
+    """Where the digits come from and how they are split."""
     channels: list[int] = field(default_factory=lambda: [16, 32, 32])
+    """Output channels of the three conv layers."""
     hidden: int = 64
+    """Width of the head's hidden layer."""
     batchnorm: bool = True
+    """BatchNorm after each conv (``false``: conv biases instead)."""
 
 
 def load_arrays(root: str = "") -> tuple[np.ndarray, np.ndarray]:
