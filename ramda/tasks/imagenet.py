@@ -56,6 +56,7 @@ class Config(TaskConfig):
     model: str = "resnet50"
     label_smoothing: float = 0.1
     drop_last: bool = False
+    """Drop the last partial training batch (false: kept, as the authors' loader)."""
     init_cache: str = "results/init"
 
 

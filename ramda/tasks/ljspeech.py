@@ -92,7 +92,9 @@ class Config(TaskConfig):
     num_workers: int = 4
     grad_clip: float = 1.0
     mask_padding: bool = False
+    """Mask the padded frames out of the loss (false: the authors' loss, where they count)."""
     uniform_bn_weight: bool = True
+    """BatchNorm scales drawn uniform in [0, 1), as NVIDIA's ``init_bn`` (false: torch's ones)."""
     data: DataConfig = field(default_factory=DataConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -53,10 +53,15 @@ class DataConfig:
     the vocabulary and encoded splits go."""
 
     root: str = "data/wikitext-103"
+    """Directory with ``wiki.{train,valid,test}.tokens`` (source ``files``)."""
     source: str = "files"
+    """``files`` (the token files under ``root``) or ``hf`` (Hugging Face ``datasets``, offline)."""
     hf_path: str = ""
+    """With ``source=hf``: a ``DatasetDict`` saved with ``save_to_disk`` (empty: the Hub copy, cached)."""
     hf_cache_dir: str = ""
+    """With ``source=hf`` and no ``hf_path``: the ``datasets`` cache to read (empty: its default)."""
     cache_dir: str = "results/cache/wikitext103"
+    """Where the vocabulary and the encoded splits are cached (per source fingerprint)."""
 
 
 @dataclass
@@ -73,25 +78,45 @@ class Config(TaskConfig):
     eval_batch_size: int = 16
     grad_clip: float = 0.25
     n_layer: int = 16
+    """Decoder layers."""
     d_model: int = 512
+    """Model width."""
     n_head: int = 8
+    """Attention heads."""
     d_head: int = 64
+    """Width of each head."""
     d_inner: int = 2048
+    """Inner width of the feed-forward layers."""
     d_embed: int = 0
+    """Embedding width (0: ``d_model``)."""
     dropout: float = 0.1
+    """Dropout rate."""
     dropatt: float = 0.0
+    """Dropout rate on the attention probabilities."""
     tgt_len: int = 192
+    """Tokens per training window."""
     mem_len: int = 192
+    """Memory length (hidden states kept from the previous windows) in training."""
     eval_tgt_len: int = 192
+    """Tokens per evaluation window."""
     eval_mem_len: int = 192
+    """Memory length in evaluation (also the warm-up that first fills it)."""
     clamp_len: int = -1
+    """Clamp relative positions at this distance (-1: no clamping)."""
     same_length: bool = False
+    """Every query attends to the same number of keys."""
     cutoffs: list[int] = field(default_factory=lambda: [19997, 39997, 199997])
+    """Adaptive softmax/embedding cluster boundaries (word ids)."""
     div_val: int = 1
+    """Each tail cluster's embedding width is divided by ``div_val`` more."""
     tie_weight: bool = True
+    """The softmax shares the embedding's weights."""
     tie_projs: list[bool] = field(default_factory=lambda: [False, True, True, True])
+    """Per softmax cluster: share the embedding's projection (no effect without projections)."""
     pre_lnorm: bool = False
+    """LayerNorm before (not after) each sublayer."""
     roll: bool = True
+    """Rotate every column of the training stream each epoch, seeded with seed + epoch + 1 (released ``roll``)."""
 
 
 def split_files(root: Path) -> dict[str, Path]:
