@@ -167,8 +167,8 @@ def test_perplexity_is_exp_mean_nll_over_all_tokens(root: Path, tmp_path: Path) 
         nll, _ = model(stream[:-1], stream[1:], mem_len=0)
     first = math.ceil(warm / 37) * 37  # the first counted window starts there
     nll = nll[first:]
-    assert metrics["val_loss"] == pytest.approx(nll.mean().item(), rel=1e-9)
-    assert metrics["perplexity"] == pytest.approx(math.exp(nll.mean().item()), rel=1e-9)
+    assert metrics["val_loss"] == pytest.approx(nll.mean().item(), rel=1e-8)
+    assert metrics["perplexity"] == pytest.approx(math.exp(nll.mean().item()), rel=1e-8)
 
 
 def test_memory_carries_across_batches_epochs_and_checkpoints(root: Path, tmp_path: Path) -> None:

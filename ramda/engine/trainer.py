@@ -221,7 +221,10 @@ class Trainer:
         """``config.yaml``, the console, W&B and the ``running`` summary."""
         cfg, env = self.cfg, self.env
         self.files.write_config(OmegaConf.to_yaml(self.config_dict))
-        self.console = Console(cfg.trainer.progress, env.is_main, cfg.trainer.epochs)
+        epochs = cfg.trainer.epochs
+        if cfg.trainer.max_steps > 0:  # the epochs a step-counted run reaches into
+            epochs = math.ceil(cfg.trainer.max_steps / self.task.num_train_batches())
+        self.console = Console(cfg.trainer.progress, env.is_main, epochs)
         self.wandb = None
         if cfg.logger.name == "wandb" and env.is_main:
             name = f"{cfg.task.name}-{cfg.optimizer.name}-seed{cfg.seed}"
