@@ -2,7 +2,7 @@
 time per epoch, mean ± std over seeds 1–3. Each optimizer at the authors' released
 setting (configs/preset/wikitext103/, experiments/released.py)."""
 
-from experiments import Experiment, PaperRow, Stat, grid
+from ramda.tables.experiments import Experiment, PaperRow, Stat, grid
 
 EXPERIMENT = Experiment(
     name="language",

@@ -40,10 +40,11 @@ _SCHEDULER = "Core/scheduler.py"
 # The released classes' defaults for the arguments the training scripts do not pass.
 _DEFAULTS: dict[str, tuple[Value, ...]] = {
     "proxsgd": _values(_CLASSES, optimizer__momentum=0.1),
-    "rmda": _values(_CLASSES, optimizer__momentum=1e-2) + _values(_SCHEDULER, trainer__momentum_start=None),
+    "rmda": _values(_CLASSES, optimizer__momentum=1e-2)
+    + _values(_SCHEDULER, trainer__momentum_start_epoch=None),
     "ramda": _values(_CLASSES, optimizer__momentum=1e-2, optimizer__eps=1e-6, optimizer__max_iters=100)
     + _values(_SOLVER, optimizer__stop="objective", optimizer__rtol=1e-8)
-    + _values(_SCHEDULER, trainer__momentum_start=None),
+    + _values(_SCHEDULER, trainer__momentum_start_epoch=None),
     "proxgen": _values(
         _CLASSES, optimizer__betas=[0.9, 0.999], optimizer__eps=1e-8, optimizer__weight_decay=0.0
     )

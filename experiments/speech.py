@@ -2,7 +2,7 @@
 mean ± std over seeds 1–3, for the four structured-sparsity optimizers (the Adam baseline of docs/math.md#the-papers-settings has a
 preset, ``optimizer=adam``, but is not part of the paper's table)."""
 
-from experiments import Experiment, PaperRow, Stat, grid
+from ramda.tables.experiments import Experiment, PaperRow, Stat, grid
 
 EXPERIMENT = Experiment(
     name="speech",

@@ -1,7 +1,7 @@
 """ImageNet / torchvision ResNet50, 160 epochs (paper Table 2): top-1 validation accuracy and weighted group
 sparsity, mean ± std over seeds 1–3. MSGD is the unregularised baseline (the paper reports no number for it)."""
 
-from experiments import Experiment, PaperRow, Stat, grid
+from ramda.tables.experiments import Experiment, PaperRow, Stat, grid
 
 EXPERIMENT = Experiment(
     name="vision",

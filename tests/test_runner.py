@@ -28,13 +28,15 @@ SMALL = [
     "regularizer.lam=0.01",
     "trainer.epochs=3",
     "trainer.milestones=[1]",
-    "trainer.momentum_start=1",
+    "trainer.momentum_start_epoch=1",
     "task.max_train_batches=8",
     "trainer.threads=1",
     "trainer.progress=lines",
     "trainer.log_every_steps=1",
     "seed=5",
 ]
+# One epoch: no milestone or momentum schedule start can fall inside it.
+ONE_EPOCH = ["trainer.epochs=1", "trainer.milestones=[]", "trainer.momentum_start_epoch=null"]
 
 
 def train_cmd(run_dir: Path, *overrides: str) -> list[str]:
@@ -156,9 +158,7 @@ def test_same_seed_gives_identical_metrics(baseline: Path, tmp_path: Path):
     assert [without_time(r) for r in read_metrics(tmp_path / "again")] == [
         without_time(r) for r in read_metrics(baseline)
     ]
-    other = run_train(
-        tmp_path, tmp_path / "seed6", *SMALL, "seed=6", "trainer.epochs=1", "task.max_train_batches=2"
-    )
+    other = run_train(tmp_path, tmp_path / "seed6", *SMALL, "seed=6", *ONE_EPOCH, "task.max_train_batches=2")
     assert other.returncode == 0, other.stderr
     assert read_metrics(tmp_path / "seed6")[0]["train_loss"] != read_metrics(baseline)[0]["train_loss"]
 
@@ -230,6 +230,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path: Path):
         "optimizer=msgd",
         "optimizer.lr=1e6",
         "trainer.epochs=2",
+        "trainer.milestones=[]",
         "trainer.checkpoint_every_steps=1",
         "task.max_train_batches=8",
         "trainer.threads=1",
@@ -355,7 +356,7 @@ def test_demo_experiment_runs_the_four_structured_optimizers(tmp_path: Path):
             "-m",
             "experiment=demo",
             f"hydra.sweep.dir={sweep}",
-            "trainer.epochs=1",
+            *ONE_EPOCH,
             "task.max_train_batches=2",
             "trainer.threads=1",
             "trainer.progress=none",

@@ -7,7 +7,15 @@ import torch
 from sklearn.linear_model import MultiTaskLasso
 from torch import nn
 
-from ramda import RAMDA, RMDA, MomentumSchedule, StageWiseLR, param_groups, sparsity_report
+from ramda import (
+    RAMDA,
+    RMDA,
+    MomentumSchedule,
+    StageWiseLR,
+    param_groups,
+    sparsity_report,
+    weighted_group_sparsity,
+)
 from ramda.structure import structured_parameters
 
 
@@ -56,6 +64,7 @@ def test_sparsity_metrics_by_hand():
         model[2].bias.zero_()
     report = sparsity_report(model)
     assert report["weighted_group_sparsity"] == pytest.approx((18 + 15) / (72 + 30))
+    assert weighted_group_sparsity(model) == report["weighted_group_sparsity"]
     assert report["group_sparsity"] == pytest.approx(4 / 10)
     assert report["unstructured_sparsity"] == pytest.approx((18 + 15 + 5) / (72 + 30 + 5))
 

@@ -20,6 +20,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from ramda.config import OPTIMIZERS
 from ramda.engine import checkpoint as ckpt
 from ramda.engine import distributed
 from ramda.engine.build import build_optimizer, build_schedules
@@ -350,9 +351,8 @@ class Trainer:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.task.cfg.grad_clip)
         self.scaler.step(opt)
         self.scaler.update()
-        solver = getattr(opt, "solver_iterations", None)
-        if solver is not None:
-            iters = solver()
+        if OPTIMIZERS[self.cfg.optimizer.name].solver:
+            iters = opt.solver_iterations()
             if math.isfinite(iters):
                 self.tally.solver_sum += iters
                 self.tally.solver_steps += 1

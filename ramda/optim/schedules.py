@@ -22,6 +22,8 @@ from typing import Any
 
 from torch.optim import Optimizer
 
+from ramda.optim.base import RegularizedOptimizer
+
 
 class StageWiseLR:
     """Stage-wise learning rate: call :meth:`step` at the end of every tick; after tick t with t + 1 in
@@ -45,9 +47,8 @@ class StageWiseLR:
         for _ in range(self.milestones.count(tick + 1)):
             for group in self.optimizer.param_groups:
                 group["lr"] *= self.gamma
-            restart = getattr(self.optimizer, "restart", None)
-            if restart is not None:
-                restart(eps_scale=self.gamma)
+            if isinstance(self.optimizer, RegularizedOptimizer):
+                self.optimizer.restart(eps_scale=self.gamma)
 
     def get_last_lr(self) -> list[float]:
         return [group["lr"] for group in self.optimizer.param_groups]
