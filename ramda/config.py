@@ -211,15 +211,6 @@ class TrainerConfig:
 
     epochs: int = 10
     """Number of epochs (ignored when ``max_steps`` > 0)."""
-    max_steps: int = 0
-    """> 0: train for that many optimizer steps (the epochs run on until then); ``milestones`` are then step
-    counts and the schedules tick per step."""
-    eval_every_steps: int = 0
-    """> 0: evaluate, write a metrics row and a checkpoint every N steps (and at the last step of a
-    ``max_steps`` run); epochs still end with a row unless ``max_steps`` is set."""
-    lr_schedule: str = "stagewise"
-    """``stagewise`` (``milestones``, RMDA/RAMDA restarts and momentum schedule) or ``cosine`` (torch's
-    ``CosineAnnealingLR`` from lr to 0 over the run's steps, stepped after every step; no milestones)."""
     milestones: list[int] = field(default_factory=list)
     """Ticks m (epochs, or steps with ``max_steps``): after tick m − 1, lr ← ``gamma``·lr, as the released
     scheduler; for RMDA/RAMDA also a dual-averaging restart. Each must fall within the run: shortening a
@@ -232,6 +223,15 @@ class TrainerConfig:
     momentum_start_epoch: int | None = None
     """The first tick of the momentum schedule (within the run); ``null``: the released rule, the last
     milestone − 1 (the epoch before the last restart; 0 without milestones)."""
+    max_steps: int = 0
+    """> 0: train for that many optimizer steps (the epochs run on until then); ``milestones`` are then step
+    counts and the schedules tick per step."""
+    eval_every_steps: int = 0
+    """> 0: evaluate, write a metrics row and a checkpoint every N steps (and at the last step of a
+    ``max_steps`` run); epochs still end with a row unless ``max_steps`` is set."""
+    lr_schedule: str = "stagewise"
+    """``stagewise`` (``milestones``, RMDA/RAMDA restarts and momentum schedule) or ``cosine`` (torch's
+    ``CosineAnnealingLR`` from lr to 0 over the run's steps, stepped after every step; no milestones)."""
     precision: str = "fp32"
     """``fp32``, ``bf16`` (autocast) or ``fp16`` (autocast and gradient scaling); evaluation always runs in
     full precision."""

@@ -80,15 +80,15 @@ def test_step_ticks_match_the_released_scheduler(milestones):
 def test_state_round_trip_and_explicit_start():
     model = nn.Linear(3, 2)
     opt = RAMDA(param_groups(model, 1e-3), lr=1.0, momentum=0.04)
-    lr_sched, mom = StageWiseLR(opt, [2], 0.1), MomentumSchedule(opt, start=1)
+    lr_sched, mom = StageWiseLR(opt, [2], 0.1), MomentumSchedule(opt, start_epoch=1)
     for tick in range(3):
         mom.step(tick)
         lr_sched.step()
     assert opt.param_groups[0]["momentum"] == pytest.approx(0.04 * 3**0.5)
-    lr2, mom2 = StageWiseLR(opt, [7]), MomentumSchedule(opt, start=0)
+    lr2, mom2 = StageWiseLR(opt, [7]), MomentumSchedule(opt, start_epoch=0)
     lr2.load_state_dict(lr_sched.state_dict())
     mom2.load_state_dict(mom.state_dict())
     assert (lr2.state_dict(), mom2.state_dict()) == (lr_sched.state_dict(), mom.state_dict())
-    with pytest.raises(ValueError, match="start"):
-        MomentumSchedule(opt, start=-1)
+    with pytest.raises(ValueError, match="start_epoch"):
+        MomentumSchedule(opt, start_epoch=-1)
     assert MomentumSchedule(opt).start == 0

@@ -172,6 +172,7 @@ def test_hf_source_trains_from_a_dataset_saved_to_disk(tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "HF_DATASETS_OFFLINE": "1"}
     cmd = [sys.executable, "train.py", "task=wikitext103_tiny", "optimizer=ramda", "task.data.source=hf"]
     cmd += [f"task.data.hf_path={hf}", f"task.data.cache_dir={tmp_path / 'c3'}", "trainer.max_steps=3"]
+    cmd += ["trainer.milestones=[]"]
     cmd += ["trainer.eval_every_steps=0", "trainer.progress=none", f"hydra.run.dir={tmp_path / 'run'}"]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]

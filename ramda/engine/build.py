@@ -44,5 +44,5 @@ def build_schedules(
     lr = StageWiseLR(optimizer, list(tr.milestones), tr.gamma)
     momentum = None
     if OPTIMIZERS[cfg.optimizer.name].dual_averaging and tr.momentum_schedule:
-        momentum = MomentumSchedule(optimizer, start=momentum_start_epoch(tr))
+        momentum = MomentumSchedule(optimizer, start_epoch=momentum_start_epoch(tr))
     return lr, momentum

@@ -64,20 +64,20 @@ class StageWiseLR:
 
 class MomentumSchedule:
     """RMDA/RAMDA momentum schedule: call :meth:`step` with the current tick after every optimizer step; from
-    tick ``start`` on, each call sets j ← j + 1 (j starts at 1, never reset) and c ← min(c₀√j, 1), c₀ the
-    group's initial momentum. ``start`` defaults to the last milestone − 1 (the released rule t + 1 ≥ the last
-    milestone), or 0 without milestones."""
+    tick ``start_epoch`` on (an epoch, or a step count for step-counted runs), each call sets j ← j + 1 (j starts
+    at 1, never reset) and c ← min(c₀√j, 1), c₀ the group's initial momentum. ``start_epoch`` defaults to the
+    last milestone − 1 (the released rule t + 1 ≥ the last milestone), or 0 without milestones."""
 
     def __init__(
-        self, optimizer: Optimizer, milestones: Iterable[int] = (), start: int | None = None
+        self, optimizer: Optimizer, milestones: Iterable[int] = (), start_epoch: int | None = None
     ) -> None:
         self.optimizer = optimizer
         marks = sorted(int(m) for m in milestones)
-        if start is None:
-            start = marks[-1] - 1 if marks else 0
-        if start < 0:
-            raise ValueError(f"start must be a tick >= 0, got {start}")
-        self.start = int(start)
+        if start_epoch is None:
+            start_epoch = marks[-1] - 1 if marks else 0
+        if start_epoch < 0:
+            raise ValueError(f"start_epoch must be a tick >= 0, got {start_epoch}")
+        self.start = int(start_epoch)
         self.base = [group["momentum"] for group in optimizer.param_groups]
         self.count = 1
 
