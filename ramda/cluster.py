@@ -262,7 +262,12 @@ def job_state(job: str) -> str:
     return match.group(1) if match else "UNKNOWN"
 
 
-def requeue_self(max_requeues: int, out: TextIO = sys.stderr, env: Mapping[str, str] = os.environ) -> bool:
+def requeue_self(
+    max_requeues: int,
+    out: TextIO = sys.stderr,
+    env: Mapping[str, str] = os.environ,
+    sweep_dir: str = "<sweep dir>",
+) -> bool:
     """Requeue this job (after the runner saved its checkpoint on a stop signal), unless it was requeued
     ``max_requeues`` times already, or SLURM is requeuing it anyway (preemption, ``scontrol requeue``).
     Only the job's first process acts. Returns whether this call requeued the job."""
@@ -273,7 +278,7 @@ def requeue_self(max_requeues: int, out: TextIO = sys.stderr, env: Mapping[str, 
     if restarts >= max_requeues:
         print(
             f"not requeuing job {job}: requeued {restarts} time(s) already (hydra.launcher.max_requeues="
-            f"{max_requeues}); resubmit the same sweep to resume from the checkpoint",
+            f"{max_requeues}); the same sweep command with hydra.sweep.dir={sweep_dir} resumes it",
             file=out,
             flush=True,
         )

@@ -114,7 +114,8 @@ class RamdaSlurmLauncher(SlurmLauncher):
             if exit_.code in PREEMPT_EXIT_CODES:
                 for sig in PREEMPT_SIGNALS:  # SLURM's TERM after the requeue: let the process end as it is
                     signal.signal(sig, signal.SIG_IGN)
-                requeue_self(int(self.params.get("max_requeues", 0)))
+                sweep_dir = str(self.config.hydra.sweep.dir) if self.config is not None else "<sweep dir>"
+                requeue_self(int(self.params.get("max_requeues", 0)), sweep_dir=sweep_dir)
             raise
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:

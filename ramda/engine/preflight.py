@@ -18,6 +18,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 
 from ramda.config import UNAVAILABLE_TASKS
 from ramda.engine.errors import ConfigError
+from ramda.engine.rundir import check_job_dir
 from ramda.engine.validate import validate
 
 # Hydra flags after which the application does not run (help, config printing, completion).
@@ -169,4 +170,5 @@ def preflight(argv: Sequence[str], config_dir: str, tasks: Sequence[str]) -> Non
             except (HydraException, OmegaConfBaseException, ValueError) as err:
                 raise _explain(err, job) from err
             validate(cfg, tasks)
+        check_job_dir(compose("train", overrides=jobs[0], return_hydra_config=True), multirun)
     GlobalHydra.instance().clear()

@@ -25,8 +25,9 @@ from ramda.engine import checkpoint as ckpt
 from ramda.engine import distributed
 from ramda.engine.build import build_optimizer, build_schedules
 from ramda.engine.env import seed_everything
-from ramda.engine.errors import ConfigError, NonFiniteLossError, Preempted
+from ramda.engine.errors import ConfigError, NonFiniteLossError, OutputError, Preempted
 from ramda.engine.logging import Console, RunFiles, WandbLogger
+from ramda.engine.rundir import RunLock, remove_stale_writes
 from ramda.engine.signals import StopRequest
 from ramda.files import atomic_write
 from ramda.optim.schedules import StageWiseLR
@@ -87,6 +88,18 @@ def _momentum(optimizer: torch.optim.Optimizer) -> float | None:
     return None
 
 
+def _check_optimizer_shapes(optimizer: torch.optim.Optimizer) -> None:
+    """Raise ``ValueError`` when a loaded per-parameter state tensor does not have its parameter's shape
+    (``load_state_dict`` checks only the number of parameters)."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            for key, value in optimizer.state.get(p, {}).items():
+                if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != p.shape:
+                    raise ValueError(
+                        f"size mismatch for optimizer state '{key}': {tuple(value.shape)} != {tuple(p.shape)}"
+                    )
+
+
 class Trainer:
     """One run of one config in one run directory. :meth:`run` returns the summary it wrote."""
 
@@ -116,6 +129,7 @@ class Trainer:
         if mode == "never" or (mode == "auto" and not existing):
             return None
         path = self.files.checkpoint if mode == "auto" else Path(mode)
+        self.resume_path = path
         state = ckpt.load(path)
         mismatch = _config_mismatch(state.get("config", {}), self.config_dict)
         if mismatch:
@@ -130,6 +144,8 @@ class Trainer:
     def run(self) -> dict[str, Any]:
         """Join the process group when launched by torchrun/srun, train, leave it (every rank together)."""
         self.env = distributed.setup(self.cfg.trainer.device, self.cfg.seed, self.cfg.trainer.threads)
+        self.lock: RunLock | None = None
+        self.started = False  # past the checks: the run writes its directory
         together = False
         try:
             summary = self._run()
@@ -140,6 +156,8 @@ class Trainer:
             raise
         finally:
             distributed.close(self.env, wait=together)
+            if self.lock is not None:
+                self.lock.release(remove=self.started)
 
     def _run(self) -> dict[str, Any]:
         state = self._open_run_dir()
@@ -153,6 +171,16 @@ class Trainer:
         env = self.env
         self.run_dir = distributed.rank0_run_dir(self.run_dir, env)
         self.files = RunFiles(self.run_dir, enabled=env.is_main)
+        error = None
+        if env.is_main:  # one process per run directory, from before the checkpoint is read to the end
+            try:
+                self.lock = RunLock(self.run_dir)
+                remove_stale_writes(self.run_dir)
+            except ConfigError as err:
+                error = err
+        errors = [e for e in distributed.all_gather(error, env) if e is not None]
+        if errors:
+            raise errors[0]
         state = self._resume_state()
         steps = distributed.all_gather(-1 if state is None else state["global_step"], env)
         if len(set(steps)) > 1:
@@ -200,18 +228,22 @@ class Trainer:
         self.wandb_id: str | None = None
         if state is None:
             return
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.lr_schedule.load_state_dict(state["lr_schedule"])
-        if self.momentum_schedule is not None and state.get("momentum_schedule"):
-            self.momentum_schedule.load_state_dict(state["momentum_schedule"])
-        self.scaler.load_state_dict(state["scaler"])
-        self.task.load_state_dict(state.get("task_ranks") or [{}])
-        rngs = state.get("rng_ranks") or [state["rng"]]
-        if env.rank < len(rngs):
-            ckpt.set_rng_state(rngs[env.rank])
-        else:  # a rank the saving run did not have (resumed on more processes)
-            seed_everything(distributed.rank_seed(self.cfg.seed + state["global_step"], env.rank))
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            _check_optimizer_shapes(self.optimizer)
+            self.lr_schedule.load_state_dict(state["lr_schedule"])
+            if self.momentum_schedule is not None and state.get("momentum_schedule"):
+                self.momentum_schedule.load_state_dict(state["momentum_schedule"])
+            self.scaler.load_state_dict(state["scaler"])
+            self.task.load_state_dict(state.get("task_ranks") or [{}])
+            rngs = state.get("rng_ranks") or [state["rng"]]
+            if env.rank < len(rngs):
+                ckpt.set_rng_state(rngs[env.rank])
+            else:  # a rank the saving run did not have (resumed on more processes)
+                seed_everything(distributed.rank_seed(self.cfg.seed + state["global_step"], env.rank))
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as err:
+            raise ckpt.misfit(self.resume_path, err) from None
         self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
         self.global_step, self.history = state["global_step"], list(state["history"])
         self.tally = EpochTally(**state["partial"])  # per global step: the same on every rank
@@ -221,6 +253,7 @@ class Trainer:
     def _open_outputs(self, state: dict[str, Any] | None) -> None:
         """``config.yaml``, the console, W&B and the ``running`` summary."""
         cfg, env = self.cfg, self.env
+        self.started = True
         self.files.write_config(OmegaConf.to_yaml(self.config_dict))
         epochs = cfg.trainer.epochs
         if cfg.trainer.max_steps > 0:  # the epochs a step-counted run reaches into
@@ -244,18 +277,25 @@ class Trainer:
         try:
             with StopRequest() as stop:
                 self._train(stop)
+            self._promote()
         except NonFiniteLossError as err:
-            summary = self.summary("failed", error=str(err))
-            self.files.write_summary(summary)
-            self._finish(summary, exit_code=1)
+            if err.key == "train_loss":
+                self.files.discard()  # its weights gave the non-finite loss
+            else:
+                self._promote()  # finite weights (an evaluation metric overflowed): the epoch's training
+            self._fail(str(err))
             raise
         except Preempted:
             self._finish(self.summary("running"), exit_code=1)
             raise
-        except Exception as err:  # any other failure: record it, keep the last checkpoint, re-raise
-            summary = self.summary("failed", error=f"{type(err).__name__}: {err}")
-            self.files.write_summary(summary)
-            self._finish(summary, exit_code=1)
+        except OutputError as err:  # disk full: the last checkpoint stays; record the failure if possible
+            with contextlib.suppress(OutputError):
+                self._fail(str(err))
+            raise
+        except Exception as err:  # any other failure: keep what was trained, record it, re-raise
+            with contextlib.suppress(OutputError):
+                self._promote()
+            self._fail(f"{type(err).__name__}: {err}")
             raise
         finally:
             self.console.close()
@@ -267,6 +307,13 @@ class Trainer:
             path = self.run_dir / f"replica_rank{self.env.rank}.pt"
             atomic_write(path, lambda f: torch.save(replica, f))
         return summary
+
+    def _fail(self, error: str) -> None:
+        summary = self.summary("failed", error=error)
+        try:
+            self.files.write_summary(summary)
+        finally:
+            self._finish(summary, exit_code=1)
 
     def _finish(self, summary: dict[str, Any], exit_code: int = 0) -> None:
         if self.wandb is not None:
@@ -315,20 +362,24 @@ class Trainer:
                     )
                 if self.signum is not None:
                     self._save()
+                    self._promote()
                     raise Preempted(self.signum, str(self.files.checkpoint))
                 last = self._finished()
                 periodic = eval_every and self.global_step % eval_every == 0
                 if (periodic and (by_steps or self.step_in_epoch < n_batches)) or (by_steps and last):
+                    self._save()  # the training is kept even if the evaluation fails
                     self._record(epoch_end=False)
                 elif every and self.global_step % every == 0 and self.step_in_epoch < n_batches:
                     self._save()
                 if last:
                     break
                 tick = time.perf_counter()
-            if self.step_in_epoch >= n_batches:
+            if self.step_in_epoch == n_batches and n_batches > 0:
+                self._save()  # the epoch's training is kept even if its evaluation fails
                 self._end_epoch(record=not by_steps)
             _, self.signum = distributed.agree(False, stop.signum, self.env)
             if self.signum is not None:
+                self._promote()
                 raise Preempted(self.signum, str(self.files.checkpoint))
 
     def _step(self, batch: Any, stop: StopRequest) -> float:
@@ -342,8 +393,14 @@ class Trainer:
         if nonfinite:
             checkpoint = str(self.files.checkpoint) if self.files.checkpoint.is_file() else ""
             raise NonFiniteLossError(
-                self.epoch + 1, self.step_in_epoch + 1, self.global_step + 1, value, checkpoint
+                self.epoch + 1,
+                self.step_in_epoch + 1,
+                self.global_step + 1,
+                value,
+                checkpoint,
+                precision=self.cfg.trainer.precision,
             )
+        self.files.promote()  # the pending checkpoint's parameters just gave a finite loss
         opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.task.cfg.grad_clip > 0:
@@ -378,8 +435,8 @@ class Trainer:
             self.lr_schedule.step()
 
     def _end_epoch(self, record: bool) -> None:
-        """The epoch's last step was taken: a metrics row (epoch-counted runs) or just a checkpoint, and the
-        stage-wise lr schedule of epoch-counted runs."""
+        """The epoch's last step was taken: a metrics row (epoch-counted runs) or just the move to the next
+        epoch (its checkpoint is written)."""
         if record:
             self._record(epoch_end=True)
             return
@@ -398,6 +455,7 @@ class Trainer:
         self.step_model.train()
         if self.task.metric not in metrics:
             raise RuntimeError(f"task {self.cfg.task.name}: evaluate() did not return '{self.task.metric}'")
+        value = float(metrics[self.task.metric])
         tally = self._global_tally()
         record: dict[str, Any] = {
             "epoch": epoch + 1,
@@ -416,14 +474,27 @@ class Trainer:
             if isinstance(self.lr_schedule, StageWiseLR):
                 self.lr_schedule.step(epoch)
             self.epoch, self.step_in_epoch = epoch + 1, 0
-        self._save()
+        if math.isfinite(value):
+            self._save()
         self.files.append_metrics(record)
-        self.files.write_summary(self.summary("running"))
         if self.wandb is not None:
             self.wandb.log(record)
         if epoch_end:
             self.console.end_epoch()
         self.console.print(self._epoch_line(record))
+        if not math.isfinite(
+            value
+        ):  # recorded as such; the run fails, keeping the epoch's trained checkpoint
+            raise NonFiniteLossError(
+                epoch + 1,
+                0 if epoch_end else self.step_in_epoch,
+                self.global_step,
+                value,
+                str(self.files.checkpoint),
+                key=self.task.metric,
+                precision=self.cfg.trainer.precision,
+            )
+        self.files.write_summary(self.summary("running"))
 
     def _epoch_time(self, tally: EpochTally, epoch_end: bool) -> float:
         """The training time of an epoch: the measured one at an epoch end, else the period's time scaled
@@ -465,14 +536,37 @@ class Trainer:
             round(solver_steps / world),
         )
 
+    def _promote(self) -> None:
+        """The pending checkpoint (finite weights, see :meth:`_save`) becomes ``checkpoint.pt``."""
+        self.files.promote()
+
+    def _check_finite_weights(self) -> None:
+        """Raise :class:`NonFiniteLossError` naming the first parameter or buffer that is NaN or infinite."""
+        for name, t in self.model.state_dict().items():
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                value = float(t[~torch.isfinite(t)].flatten()[0])
+                checkpoint = str(self.files.checkpoint) if self.files.checkpoint.is_file() else ""
+                raise NonFiniteLossError(
+                    self.epoch + 1,
+                    self.step_in_epoch,
+                    self.global_step,
+                    value,
+                    checkpoint,
+                    key=f"model.{name}",
+                    precision=self.cfg.trainer.precision,
+                )
+
     def _save(self) -> None:
-        """Write the checkpoint (rank 0); every rank takes part (the epoch's tally and each rank's RNG state)."""
+        """Write the pending checkpoint (rank 0); every rank takes part (the epoch's tally and each rank's RNG
+        state). Non-finite weights are never written; a checkpoint becomes ``checkpoint.pt`` once its weights have
+        given a finite loss (:meth:`_step`)."""
+        self._check_finite_weights()
         partial = asdict(self._global_tally())
         rngs = distributed.all_gather(ckpt.rng_state(), self.env)
         tasks = distributed.all_gather(self.task.state_dict(), self.env)
         if not self.env.is_main:
             return
-        ckpt.save(
+        self.files.save_checkpoint(
             {
                 "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
@@ -489,8 +583,7 @@ class Trainer:
                 "history": self.history,
                 "config": self.config_dict,
                 "wandb_id": self.wandb.id if self.wandb is not None else None,
-            },
-            self.files.checkpoint,
+            }
         )
 
     def summary(self, status: str, error: str | None = None) -> dict[str, Any]:

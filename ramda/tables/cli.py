@@ -105,7 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.source == "wandb":
             if not args.wandb_project:
                 raise TablesError("--source wandb needs --wandb-project [ENTITY/]PROJECT")
-            records = load_wandb(args.wandb_project, args.table)
+            records = load_wandb(args.wandb_project, args.table, problems)
+            if args.table and not records:  # a per-task table name (e.g. adhoc-digits) is no runs' `table`
+                records = load_wandb(args.wandb_project, None, problems)
         else:
             records = load_local(args.runs, problems)
         for p in problems or []:

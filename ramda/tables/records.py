@@ -287,9 +287,10 @@ def record_from_wandb(
     return record_from_summary(merged, epochs, source)
 
 
-def load_wandb(project: str, table: str | None = None) -> list[RunRecord]:
+def load_wandb(project: str, table: str | None = None, warnings: list[str] | None = None) -> list[RunRecord]:
     """Every run of W&B project ``[entity/]project`` through the public API (needs network and a login),
-    optionally only those whose config has ``table``."""
+    optionally only those whose config has ``table``. A run that cannot be converted raises ``TablesError``,
+    or with a ``warnings`` list is reported there and skipped (as in :func:`load_local`)."""
     import wandb
 
     filters = {"config.table": table} if table else None
@@ -298,10 +299,15 @@ def load_wandb(project: str, table: str | None = None) -> list[RunRecord]:
         api = wandb.Api()
         for i, run in enumerate(api.runs(project, filters=filters, order="+created_at")):  # oldest first
             history = [row for row in run.scan_history() if row.get("epoch") is not None]
-            records.append(
-                record_from_wandb(dict(run.config), dict(run.summary), run.state, history, run.url)
-            )
-            records[-1].order = float(i)
+            try:
+                record = record_from_wandb(dict(run.config), dict(run.summary), run.state, history, run.url)
+            except TablesError as e:
+                if warnings is None:
+                    raise
+                warnings.append(f"{e}; run skipped")
+                continue
+            record.order = float(i)
+            records.append(record)
     except (wandb.errors.Error, ValueError, OSError) as err:
         if isinstance(err, TablesError):
             raise

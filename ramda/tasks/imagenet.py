@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ramda.engine.errors import DataError
 from ramda.files import atomic_write
 from ramda.tasks.base import RunEnv, Task, TaskConfig, per_process_batch
 
@@ -99,6 +100,17 @@ def build_network(model: str, num_classes: int) -> nn.Module:
             "torchvision.models.list_models(module=torchvision.models) (e.g. resnet50) or timm:<name>"
         )
     return torchvision.models.get_model(model, weights=None, num_classes=num_classes)
+
+
+def load_image(path: str) -> Any:
+    """An RGB PIL image; an unreadable or truncated file is a :class:`DataError` naming it."""
+    from PIL import Image
+
+    try:
+        with open(path, "rb") as f:
+            return Image.open(f).convert("RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise DataError(path, f"not a readable image ({err})", "replace or remove the file") from None
 
 
 def initial_weights(
@@ -199,8 +211,8 @@ class ImageNetTask(Task):
         )
         val_tf = v2.Compose([v2.Resize(cfg.data.val_resize), v2.CenterCrop(cfg.data.val_crop), *normalise])
         try:
-            self.train_set = datasets.ImageFolder(str(root / "train"), transform=train_tf)
-            self.val_set = datasets.ImageFolder(str(root / "val"), transform=val_tf)
+            self.train_set = datasets.ImageFolder(str(root / "train"), transform=train_tf, loader=load_image)
+            self.val_set = datasets.ImageFolder(str(root / "val"), transform=val_tf, loader=load_image)
         except FileNotFoundError as exc:
             raise ValueError(
                 f"task.data.root: {root} is not an ImageNet directory; "

@@ -29,6 +29,7 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import nn
 
+from ramda.engine.errors import DataError
 from ramda.files import atomic_write
 from ramda.tasks.base import RunEnv, Task, TaskConfig, per_process_batch
 
@@ -155,11 +156,39 @@ def split_items(data: DataConfig, split: str) -> list[tuple[str, str]]:
 # ------------------------------------------------------------------------------------------------ features
 
 
+CORRUPT_HINT = "replace the file (or remove it and its line from the metadata)"
+
+
+def _wav_data_bytes(path: Path) -> tuple[int, int] | None:
+    """(data bytes the RIFF header declares, data bytes the file holds), or None when not a plain RIFF WAV."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    pos = 12
+    while pos + 8 <= len(head):
+        size = int.from_bytes(head[pos + 4 : pos + 8], "little")
+        if head[pos : pos + 4] == b"data":
+            return (size, path.stat().st_size - pos - 8) if 0 < size < 0xFFFFFFFF else None
+        pos += 8 + size + (size & 1)
+    return None
+
+
 def load_wav(path: Path, sample_rate: int) -> torch.Tensor:
     """A mono clip as float32 in [-1, 1] (16-bit PCM / 32768); any other rate or channel count is an error."""
     import soundfile
 
-    wave, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    try:
+        wave, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except (RuntimeError, OSError) as err:
+        raise DataError(str(path), f"not a readable WAV file ({err})", CORRUPT_HINT) from None
+    sizes = _wav_data_bytes(path)
+    if sizes is not None and sizes[1] < sizes[0]:
+        raise DataError(
+            str(path), f"a truncated WAV file ({sizes[1]} of its {sizes[0]} data bytes)", CORRUPT_HINT
+        )
+    if wave.shape[0] == 0:
+        raise DataError(str(path), "a WAV file with no samples", CORRUPT_HINT)
     if rate != sample_rate or wave.shape[1] != 1:
         raise ValueError(f"{path}: {rate} Hz x {wave.shape[1]} channels; expected {sample_rate} Hz mono")
     return torch.from_numpy(wave[:, 0].copy())
@@ -214,7 +243,15 @@ class MelCache:
 
     def get(self, clip_id: str) -> torch.Tensor | None:
         path = self.dir / f"{clip_id}.pt"
-        return torch.load(path, weights_only=True) if path.exists() else None
+        if not path.exists():
+            return None
+        try:
+            return torch.load(path, weights_only=True)
+        except Exception as err:  # torch raises several types for truncated or foreign files
+            reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
+            raise DataError(
+                str(path), f"a corrupt mel cache file ({reason})", "delete it: it is rebuilt"
+            ) from None
 
     def put(self, clip_id: str, mel: torch.Tensor) -> None:
         atomic_write(self.dir / f"{clip_id}.pt", lambda f: torch.save(mel, f), durable=False)

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ramda.engine.errors import DataError
 from ramda.files import atomic_write
 from ramda.tasks.base import RunEnv, Task, TaskConfig, per_process_batch
 
@@ -169,6 +170,26 @@ def encode(lines: Iterable[str], stoi: dict[str, int], where: str) -> Tensor:
     return torch.frombuffer(ids, dtype=torch.int32).clone() if ids else torch.zeros(0, dtype=torch.int32)
 
 
+def _read_cache(cache: Path, vocab_path: Path) -> tuple[list[str], dict[str, Tensor]]:
+    """The cached vocabulary and token streams; a corrupt file is a :class:`DataError` naming it."""
+    hint = f"delete {cache}: it is rebuilt from the source"
+    try:
+        itos = vocab_path.read_text(encoding="utf-8").split("\n")
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(str(vocab_path), f"a corrupt vocabulary cache ({err})", hint) from None
+    splits = {}
+    for s in SPLITS:
+        path = cache / f"{s}.pt"
+        try:
+            splits[s] = torch.load(path, weights_only=True)
+        except Exception as err:  # torch raises several types for truncated or foreign files
+            reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
+            raise DataError(str(path), f"a corrupt token cache ({reason})", hint) from None
+        if not isinstance(splits[s], Tensor) or splits[s].dim() != 1:
+            raise DataError(str(path), "a corrupt token cache (not a 1-D tensor of token ids)", hint)
+    return itos, splits
+
+
 class Corpus:
     """Vocabulary (``itos``) and the encoded ``train``/``valid``/``test`` streams (1-D int32 tensors)."""
 
@@ -187,9 +208,7 @@ class Corpus:
         cache = Path(data.cache_dir) / source.fingerprint()
         vocab_path = cache / "vocab.txt"
         if vocab_path.is_file() and all((cache / f"{s}.pt").is_file() for s in SPLITS):
-            itos = vocab_path.read_text(encoding="utf-8").split("\n")
-            splits = {s: torch.load(cache / f"{s}.pt", weights_only=True) for s in SPLITS}
-            return cls(itos, splits)
+            return cls(*_read_cache(cache, vocab_path))
         if not build:
             raise FileNotFoundError(f"no WikiText-103 cache at {cache}")
         itos = build_vocab(source.lines("train"))
