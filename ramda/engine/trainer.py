@@ -343,6 +343,10 @@ class Trainer:
         eval_every = cfg.trainer.eval_every_steps
         by_steps = cfg.trainer.max_steps > 0
         n_batches = self.task.num_train_batches()
+        if by_steps and n_batches == 0:
+            raise RuntimeError(
+                f"task {cfg.task.name} has no training batches: trainer.max_steps cannot be reached"
+            )
         self.signum: int | None = None
         self.console.start(self.epoch)
         while not self._finished():
@@ -376,6 +380,7 @@ class Trainer:
                 tick = time.perf_counter()
             if self.step_in_epoch == n_batches and n_batches > 0:
                 self._save()  # the epoch's training is kept even if its evaluation fails
+            if self.step_in_epoch >= n_batches:
                 self._end_epoch(record=not by_steps)
             _, self.signum = distributed.agree(False, stop.signum, self.env)
             if self.signum is not None:
