@@ -51,15 +51,6 @@ def ljs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return fixture.make(tmp_path_factory.mktemp("ljs"))
 
 
-@pytest.fixture
-def one_thread():
-    """The reduced Tacotron2 is a chain of tiny ops: one thread is several times faster on 2 busy cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def small_cfg(ljs: Path, **kw) -> Config:
     data = DataConfig(root=str(ljs), filelists=str(ljs.parent / "filelists"))
     return Config(batch_size=4, num_workers=0, data=data, model=SMALL, **kw)

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from hydra import compose
 from hydra.core.config_store import ConfigStore
-from hydra.core.global_hydra import GlobalHydra
 
 from ramda.config import OPTIMIZERS, OptimizerConfig, OptimizerSpec, register_configs, register_optimizer
 from ramda.engine.errors import ConfigError
@@ -57,14 +56,6 @@ def toy() -> Iterator[list[str]]:
     yield tasks
     del OPTIMIZERS["toy"]
     ConfigStore.instance().repo["optimizer"].pop("toy.yaml")
-
-
-@pytest.fixture
-def hydra_ctx() -> Iterator[None]:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(CONFIGS, version_base="1.3"):
-        yield
-    GlobalHydra.instance().clear()
 
 
 def test_a_registered_toy_optimizer_is_validated_built_and_trained(toy, hydra_ctx, tmp_path: Path):

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from hydra import compose
 from omegaconf import OmegaConf
 
 from ramda.config import OPTIMIZERS, register_configs
@@ -21,21 +20,7 @@ CONFIGS = str(ROOT / "configs")
 TASKS = register_configs()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The small CNN runs fastest on one thread (and the machine may be shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def hydra_ctx():
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(CONFIGS, version_base="1.3"):
-        yield
-    GlobalHydra.instance().clear()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_default_is_the_digits_ramda_demo(hydra_ctx):

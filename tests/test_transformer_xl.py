@@ -16,14 +16,7 @@ from ramda.models.transformer_xl import (
 )
 from ramda.structure import param_groups, structured_parameters
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny matrices: one thread avoids oversubscription on a loaded 2-core CI box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_model(n_token: int = 97, **kw) -> TransformerXL:
