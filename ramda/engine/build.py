@@ -7,6 +7,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.optim import Optimizer
+from torch.optim.lr_scheduler import CosineAnnealingLR
 
 from ramda.config import OPTIMIZERS
 from ramda.optim.schedules import MomentumSchedule, StageWiseLR
@@ -25,17 +26,23 @@ def build_optimizer(cfg: DictConfig, model: nn.Module) -> Optimizer:
 
 
 def momentum_start_epoch(trainer: DictConfig) -> int:
-    """``trainer.momentum_start_epoch`` if set, else the last milestone (0 without milestones)."""
+    """The first tick of the momentum schedule: ``trainer.momentum_start_epoch`` if set, else the released rule, the
+    last milestone − 1 (0 without milestones)."""
     if trainer.momentum_start_epoch is not None:
         return int(trainer.momentum_start_epoch)
-    return int(trainer.milestones[-1]) if trainer.milestones else 0
+    return int(trainer.milestones[-1]) - 1 if trainer.milestones else 0
 
 
-def build_schedules(cfg: DictConfig, optimizer: Optimizer) -> tuple[StageWiseLR, MomentumSchedule | None]:
-    """The stage-wise lr for every optimizer; the momentum schedule for the dual-averaging ones (RMDA, RAMDA)
-    when enabled."""
-    lr = StageWiseLR(optimizer, list(cfg.trainer.milestones), cfg.trainer.gamma)
+def build_schedules(
+    cfg: DictConfig, optimizer: Optimizer, total_steps: int
+) -> tuple[StageWiseLR | CosineAnnealingLR, MomentumSchedule | None]:
+    """The lr schedule of ``trainer.lr_schedule`` — stage-wise, or cosine annealing to 0 over ``total_steps``
+    optimizer steps — and, with the stage-wise one, the momentum schedule for RMDA/RAMDA when enabled."""
+    tr = cfg.trainer
+    if tr.lr_schedule == "cosine":
+        return CosineAnnealingLR(optimizer, T_max=total_steps, eta_min=0.0), None
+    lr = StageWiseLR(optimizer, list(tr.milestones), tr.gamma)
     momentum = None
-    if OPTIMIZERS[cfg.optimizer.name].dual_averaging and cfg.trainer.momentum_schedule:
-        momentum = MomentumSchedule(optimizer, momentum_start_epoch(cfg.trainer))
+    if OPTIMIZERS[cfg.optimizer.name].dual_averaging and tr.momentum_schedule:
+        momentum = MomentumSchedule(optimizer, start_epoch=momentum_start_epoch(tr))
     return lr, momentum

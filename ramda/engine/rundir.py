@@ -3,9 +3,10 @@
 - :func:`check_run_dir`: a path that cannot become a writable directory (empty, a name over 255 bytes, under a
   regular file, a regular file itself, on a read-only file system, in a directory this user cannot write) is a
   one-line :class:`ConfigError` before anything is created;
-- :class:`RunLock`: an exclusive ``fcntl.flock`` on ``<run dir>/.lock`` for the whole run; a second process on
-  the same directory is refused with the holder's pid, and the OS releases the lock when its holder dies, so a
-  killed run never blocks its resume;
+- :class:`RunLock`: an exclusive POSIX lock (``fcntl.lockf``) on ``<run dir>/.lock`` for the whole run; a second
+  process on the same directory is refused with the holder's pid, and the OS releases the lock when its holder
+  dies, so a killed run never blocks its resume (unlike ``flock``, the lock is not inherited by forked
+  DataLoader workers, which may outlive a killed parent for a few seconds);
 - :func:`remove_stale_writes`: the temporary files a killed atomic write left behind.
 """
 
@@ -91,7 +92,7 @@ class RunLock:
             except OSError as err:
                 raise ConfigError("hydra.run.dir", f"cannot create {self.path} ({err.strerror})") from None
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as err:
                 holder = _holder(fd)
                 os.close(fd)
@@ -122,7 +123,7 @@ class RunLock:
 
 
 def _holder(fd: int) -> str:
-    """The pid holding a flock on ``fd``'s file, from ``/proc/locks`` (``unknown`` where it cannot be read)."""
+    """The pid holding the lock on ``fd``'s file, from ``/proc/locks`` (``unknown`` where it cannot be read)."""
     inode = str(os.fstat(fd).st_ino)
     try:
         lines = Path("/proc/locks").read_text().splitlines()
@@ -130,9 +131,9 @@ def _holder(fd: int) -> str:
         return "unknown"
     for line in lines:
         parts = line.split()
-        if "FLOCK" not in parts or "->" in parts:
+        if "POSIX" not in parts or "->" in parts:
             continue
-        i = parts.index("FLOCK")
+        i = parts.index("POSIX")
         if len(parts) > i + 4 and parts[i + 4].rsplit(":", 1)[-1] == inode:
             return parts[i + 3]
     return "unknown"
