@@ -128,20 +128,28 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn: Callable[[], object], device: torch.device) -> float:
+#: Clocks for --clock: wall time, or this process's CPU time (all its threads), which a machine loaded by other
+#: processes inflates far less (use it with --threads 1: waiting threads of a parallel region spin on CPU time).
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def timed(fn: Callable[[], object], device: torch.device, clock: Callable[[], float]) -> float:
     sync(device)
-    start = time.perf_counter()
+    start = clock()
     fn()
     sync(device)
-    return time.perf_counter() - start
+    return clock() - start
 
 
-def interleave(fns: dict[str, Callable[[], object]], rounds: int, warmup: int, device: torch.device) -> dict:
-    """Seconds per call of each function, called in turn once per round (after ``warmup`` untimed rounds)."""
+def interleave(
+    fns: dict[str, Callable[[], object]], args: argparse.Namespace, device: torch.device
+) -> dict[str, list[float]]:
+    """Seconds per call of each function, called in turn once per round (after ``--warmup`` untimed rounds)."""
     times: dict[str, list[float]] = {name: [] for name in fns}
+    rounds, warmup = args.steps, args.warmup
     for r in range(warmup + rounds):
         for name, fn in fns.items():
-            t = timed(fn, device)
+            t = timed(fn, device, CLOCKS[args.clock])
             if r >= warmup:
                 times[name].append(t)
     return times
@@ -165,7 +173,7 @@ def bench_steps(model: str, args: argparse.Namespace, device: torch.device) -> N
     for name, make in candidates(model, args.only).items():
         opts = {b: factory(list(copy_params(net, grads).values())) for b, factory in base.items()}
         opts[name] = make(net, copy_params(net, grads))
-        times = interleave({k: o.step for k, o in opts.items()}, args.steps, args.warmup, device)
+        times = interleave({k: o.step for k, o in opts.items()}, args, device)
         iters = opts[name].solver_iterations() if isinstance(opts[name], (RAMDA, ProxGen)) else float("nan")
         mine = times[name]
         row = " | ".join(
@@ -197,7 +205,7 @@ def bench_iterations(model: str, args: argparse.Namespace, device: torch.device)
 
             return run
 
-        times = interleave({k: iteration(o) for k, o in opts.items()}, args.steps, args.warmup, device)
+        times = interleave({k: iteration(o) for k, o in opts.items()}, args, device)
         mine, sgd = times[name], times["SGD"]
         print(
             f"| {name} | {statistics.median(mine) * 1e3:.1f} | {statistics.median(sgd) * 1e3:.1f} | "
@@ -215,6 +223,9 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--steps", type=int, default=7, help="timed rounds (medians are over these)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
+    parser.add_argument(
+        "--clock", choices=list(CLOCKS), default="wall", help="wall time, or process CPU time"
+    )
     parser.add_argument("--threads", type=int, help="torch (and numba) threads; torch's default otherwise")
     parser.add_argument(
         "--only",
@@ -246,7 +257,7 @@ def main() -> None:
             else f"CPU, {torch.get_num_threads()} threads"
         )
         print(
-            f"\n{model}, {what} time, {where}, median of {args.steps} rounds, load average {load:.1f} at start"
+            f"\n{model}, {what} time, {where}, median of {args.steps} rounds ({args.clock} clock), load average {load:.1f} at start"
         )
         (bench_iterations if args.iteration else bench_steps)(model, args, device)
 
