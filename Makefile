@@ -36,6 +36,7 @@ bench: $(INSTALLED)
 lint:
 	ruff check . && ruff format --check .
 
-# Reruns the commands whose numbers the docs quote and rewrites those blocks (scripts/docs_numbers.py).
+# Reruns the commands whose numbers the docs quote and rewrites those blocks (scripts/docs_numbers.py);
+# ONLY=<block> reruns one of them (demo, demo-seeds, demo-ddp).
 docs-numbers: $(INSTALLED)
-	$(PYTHON) scripts/docs_numbers.py
+	$(PYTHON) scripts/docs_numbers.py $(if $(ONLY),--only $(ONLY))

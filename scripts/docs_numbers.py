@@ -6,8 +6,8 @@ A quoted block sits in a Markdown file between two markers,
     ...
     <!-- /docs-numbers:NAME -->
 
-and says the command, the machine it ran on and what it printed. Every command runs first, in a temporary
-directory; the files are rewritten only when all of them succeeded, so a failed run leaves the docs as they were.
+and says the command, the machine it ran on and what it printed. The commands run in a temporary directory; a
+block is rewritten only once all of its commands succeeded, so a failed command leaves its block as it was.
 ``--only NAME`` reruns one block.
 """
 
@@ -142,27 +142,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=sorted(BLOCKS), action="append", help="rerun only this block")
     args = parser.parse_args(argv)
     names = args.only or list(BLOCKS)
-    texts = {REPO / BLOCKS[name][0]: "" for name in names}
-    for path in texts:
-        texts[path] = path.read_text(encoding="utf-8")
     for name in names:  # every marker is there before anything runs
-        replace_block(texts[REPO / BLOCKS[name][0]], name, "")
+        replace_block((REPO / BLOCKS[name][0]).read_text(encoding="utf-8"), name, "")
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
     header = f"Measured by `make docs-numbers` on {date}, {machine()}"
-    copies: dict[Path, Path] = {}
     with tempfile.TemporaryDirectory(prefix="docs-numbers-") as tmp:
         for name in names:
             print(f"docs-numbers: {name} ...", flush=True)
             (Path(tmp) / name).mkdir()
             body, files = BLOCKS[name][1](Path(tmp) / name, header)
-            path = REPO / BLOCKS[name][0]
-            texts[path] = replace_block(texts[path], name, body)
-            copies.update(files)
-        for src, dest in copies.items():
-            shutil.copyfile(src, dest)
-        for path, text in texts.items():
+            path = REPO / BLOCKS[name][0]  # read now, not at the start: it may have been edited meanwhile
+            text = replace_block(path.read_text(encoding="utf-8"), name, body)
+            for src, dest in files.items():
+                shutil.copyfile(src, dest)
             path.write_text(text, encoding="utf-8")
-            print(f"docs-numbers: rewrote {path.relative_to(REPO)}")
+            print(f"docs-numbers: rewrote the {name} block of {path.relative_to(REPO)}", flush=True)
     return 0
 
 

@@ -196,11 +196,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="exit 1 if the checked-in file is stale")
     args = parser.parse_args(argv)
     text, missing = render()
+    by_class: dict[str, list[str]] = {}
     for name in missing:
-        print(
-            f"warning: {name} has no docstring (a string literal on the line below the field)",
-            file=sys.stderr,
-        )
+        owner, _, field = name.rpartition(".")
+        by_class.setdefault(owner, []).append(field)
+    for owner, names in by_class.items():
+        print(f"warning: {owner}: no docstring below {', '.join(names)}", file=sys.stderr)
     if args.check:
         current = OUT.read_text(encoding="utf-8") if OUT.exists() else ""
         if current != text:

@@ -1,5 +1,6 @@
-"""The documentation stays attached to the code: every ``docs/<page>.md#anchor`` the code cites and every
-relative link between the Markdown pages leads to an existing file and heading."""
+"""The documentation stays attached to the code: every ``docs/<page>.md#anchor`` that the code or a config
+cites, and every relative link between the Markdown pages, leads to an existing file and heading; the generated
+config reference and the ``make docs-numbers`` blocks are in place."""
 
 from __future__ import annotations
 
@@ -35,8 +36,8 @@ def test_slug_matches_github() -> None:
 
 def test_code_citations_resolve() -> None:
     cited = []
-    for root in ("ramda", "tests", "scripts"):
-        for path in sorted((REPO / root).rglob("*.py")):
+    for root, pattern in (("ramda", "*.py"), ("tests", "*.py"), ("scripts", "*.py"), ("configs", "*.yaml")):
+        for path in sorted((REPO / root).rglob(pattern)):
             for m in CITATION.finditer(path.read_text(encoding="utf-8")):
                 cited.append((path.relative_to(REPO), m.group(1), m.group(2)))
     assert cited, "no docs/*.md#anchor citation found in the code"
@@ -123,3 +124,34 @@ def test_config_reference_reads_attribute_docstrings() -> None:
         "| `x.inner.depth` | `3` | How deep \\| how far. |",
     ]
     assert missing == [f"{Base.__module__}.{Base.__qualname__}.plain"]
+
+
+def test_docs_numbers_rewrites_each_block_with_its_header(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """main() writes every block it reran (with the machine line) and copies its files; a block whose command
+    fails leaves its block untouched."""
+    dn = _script("docs_numbers")
+    page = tmp_path / "page.md"
+    page.write_text(
+        "top\n<!-- docs-numbers:ok -->\nold\n<!-- /docs-numbers:ok -->\n"
+        "<!-- docs-numbers:bad -->\nkept\n<!-- /docs-numbers:bad -->\n"
+    )
+    (tmp_path / "figures").mkdir()
+
+    def ok(tmp: Path, header: str):
+        (tmp / "fig.png").write_bytes(b"png")
+        return f"{header}: 42\n", {tmp / "fig.png": tmp_path / "figures" / "fig.png"}
+
+    def bad(tmp: Path, header: str):
+        raise SystemExit("error: `false` failed with exit status 1; docs unchanged")
+
+    monkeypatch.setattr(dn, "REPO", tmp_path)
+    monkeypatch.setattr(dn, "BLOCKS", {"ok": ("page.md", ok), "bad": ("page.md", bad)})
+    monkeypatch.setattr(dn, "machine", lambda: "the machine")
+    with pytest.raises(SystemExit, match="failed"):
+        dn.main([])
+    text = page.read_text()
+    assert "the machine: 42\n<!-- /docs-numbers:ok -->" in text and "old" not in text
+    assert "<!-- docs-numbers:bad -->\nkept\n" in text
+    assert (tmp_path / "figures" / "fig.png").read_bytes() == b"png"

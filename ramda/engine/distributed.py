@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ramda.engine.env import make_env, resolve_device
+from ramda.engine.env import make_env, resolve_device, set_threads
 from ramda.engine.errors import ConfigError
 from ramda.tasks.base import RunEnv
 
@@ -92,8 +92,7 @@ def setup(device: str, seed: int, threads: int = 0) -> RunEnv:
     env = launcher_env()
     if not env:
         return make_env(device, seed, threads)
-    if threads > 0:
-        torch.set_num_threads(threads)
+    set_threads(threads)
     rank, world, local = int(env["RANK"]), int(env["WORLD_SIZE"]), int(env["LOCAL_RANK"])
     dev = resolve_device(device)
     if dev.type == "cuda":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 
 import numpy as np
@@ -24,10 +25,24 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def set_threads(threads: int) -> int:
+    """Fix the process's CPU thread counts once, before the first step: torch's and numba's (the fused CPU
+    kernels') both become ``threads`` (> 0) or torch's default (0); returns torch's count.
+
+    numba's thread pool is started first: its OpenMP layer resets the OpenMP thread count that torch shares
+    when it starts, which would otherwise change torch's count at the first fused step."""
+    n = threads if threads > 0 else torch.get_num_threads()
+    with contextlib.suppress(ImportError):
+        import numba
+
+        numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
+    torch.set_num_threads(n)
+    return n
+
+
 def make_env(device: str, seed: int, threads: int = 0) -> RunEnv:
-    """A single-process environment on ``device`` (rank 0 of 1); ``threads`` > 0 sets torch's CPU threads."""
-    if threads > 0:
-        torch.set_num_threads(threads)
+    """A single-process environment on ``device`` (rank 0 of 1) with the CPU thread counts of :func:`set_threads`."""
+    set_threads(threads)
     dev = resolve_device(device)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ramda.engine.checkpoint import atomic_write
+from ramda.files import atomic_write
 
 
 def _clean(value: Any) -> Any:

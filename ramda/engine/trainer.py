@@ -27,6 +27,7 @@ from ramda.engine.env import seed_everything
 from ramda.engine.errors import ConfigError, NonFiniteLossError, Preempted
 from ramda.engine.logging import Console, RunFiles, WandbLogger
 from ramda.engine.signals import StopRequest
+from ramda.files import atomic_write
 from ramda.structure import sparsity_report
 from ramda.tasks import task_module
 
@@ -139,7 +140,15 @@ class Trainer:
             distributed.close(self.env, wait=together)
 
     def _run(self) -> dict[str, Any]:
-        cfg, env = self.cfg, self.env
+        state = self._open_run_dir()
+        self._build()
+        self._restore(state)
+        self._open_outputs(state)
+        return self._train_and_report()
+
+    def _open_run_dir(self) -> dict[str, Any] | None:
+        """Rank 0's run directory for every rank, and the checkpoint to continue from (the same on every rank)."""
+        env = self.env
         self.run_dir = distributed.rank0_run_dir(self.run_dir, env)
         self.files = RunFiles(self.run_dir, enabled=env.is_main)
         state = self._resume_state()
@@ -150,6 +159,11 @@ class Trainer:
                 f"the processes see different checkpoints in {self.run_dir} (global step by rank: {steps})",
                 "valid: a run directory on a file system that every node shares",
             )
+        return state
+
+    def _build(self) -> None:
+        """The task, model, optimizer, schedules, grad scaler and the (compiled, data-parallel) step model."""
+        cfg, env = self.cfg, self.env
         seed_everything(cfg.seed)
         module = task_module(cfg.task.name)
         task_cfg = OmegaConf.to_object(cfg.task)
@@ -175,34 +189,41 @@ class Trainer:
         if env.rank > 0:
             seed_everything(distributed.rank_seed(cfg.seed, env.rank))
 
+    def _restore(self, state: dict[str, Any] | None) -> None:
+        """The loop's position and every state from the checkpoint ``state`` (or a fresh start)."""
+        env = self.env
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self.history: list[dict[str, Any]] = []
         self.tally = EpochTally()
-        wandb_id = None
-        if state is not None:
-            model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.lr_schedule.load_state_dict(state["lr_schedule"])
-            if self.momentum_schedule is not None and state.get("momentum_schedule"):
-                self.momentum_schedule.load_state_dict(state["momentum_schedule"])
-            self.scaler.load_state_dict(state["scaler"])
-            rngs = state.get("rng_ranks") or [state["rng"]]
-            if env.rank < len(rngs):
-                ckpt.set_rng_state(rngs[env.rank])
-            else:  # a rank the saving run did not have (resumed on more processes)
-                seed_everything(distributed.rank_seed(cfg.seed + state["global_step"], env.rank))
-            self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
-            self.global_step, self.history = state["global_step"], list(state["history"])
-            self.tally = EpochTally(**state["partial"])  # per global step: the same on every rank
-            wandb_id = state.get("wandb_id")
-            self.files.rewrite_metrics(self.history)
+        self.wandb_id: str | None = None
+        if state is None:
+            return
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.lr_schedule.load_state_dict(state["lr_schedule"])
+        if self.momentum_schedule is not None and state.get("momentum_schedule"):
+            self.momentum_schedule.load_state_dict(state["momentum_schedule"])
+        self.scaler.load_state_dict(state["scaler"])
+        rngs = state.get("rng_ranks") or [state["rng"]]
+        if env.rank < len(rngs):
+            ckpt.set_rng_state(rngs[env.rank])
+        else:  # a rank the saving run did not have (resumed on more processes)
+            seed_everything(distributed.rank_seed(self.cfg.seed + state["global_step"], env.rank))
+        self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
+        self.global_step, self.history = state["global_step"], list(state["history"])
+        self.tally = EpochTally(**state["partial"])  # per global step: the same on every rank
+        self.wandb_id = state.get("wandb_id")
+        self.files.rewrite_metrics(self.history)
 
+    def _open_outputs(self, state: dict[str, Any] | None) -> None:
+        """``config.yaml``, the console, W&B and the ``running`` summary."""
+        cfg, env = self.cfg, self.env
         self.files.write_config(OmegaConf.to_yaml(self.config_dict))
         self.console = Console(cfg.trainer.progress, env.is_main, cfg.trainer.epochs)
         self.wandb = None
         if cfg.logger.name == "wandb" and env.is_main:
             name = f"{cfg.task.name}-{cfg.optimizer.name}-seed{cfg.seed}"
-            self.wandb = WandbLogger(cfg.logger, self.run_dir, self.config_dict, name, wandb_id)
+            self.wandb = WandbLogger(cfg.logger, self.run_dir, self.config_dict, name, self.wandb_id)
         if state is not None:
             self.console.print(
                 f"resuming {self.run_dir} at epoch {self.epoch + 1} step {self.step_in_epoch} "
@@ -211,6 +232,9 @@ class Trainer:
         else:
             self.console.print(f"run directory: {self.run_dir}")
         self.files.write_summary(self.summary("running"))
+
+    def _train_and_report(self) -> dict[str, Any]:
+        """Train to the end; the summary records how the run ended (and W&B is closed) whatever happens."""
         try:
             with StopRequest() as stop:
                 self._train(stop)
@@ -232,9 +256,10 @@ class Trainer:
         summary = self.summary("completed")
         self.files.write_summary(summary)
         self._finish(summary)
-        if cfg.trainer.dump_replicas:
+        if self.cfg.trainer.dump_replicas:
             replica = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
-            ckpt.atomic_write(self.run_dir / f"replica_rank{env.rank}.pt", lambda f: torch.save(replica, f))
+            path = self.run_dir / f"replica_rank{self.env.rank}.pt"
+            atomic_write(path, lambda f: torch.save(replica, f))
         return summary
 
     def _finish(self, summary: dict[str, Any], exit_code: int = 0) -> None:

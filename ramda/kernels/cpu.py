@@ -439,9 +439,15 @@ def layout(tensors: list[Tensor], grouped: bool) -> tuple[int, int, int] | None:
 
 
 def set_threads() -> int:
-    """Run numba's parallel loops on as many threads as torch uses; returns that number."""
-    n = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    """Run numba's parallel loops on as many threads as torch uses; returns that number.
+
+    The first call starts numba's thread pool, whose OpenMP layer resets the OpenMP thread count that torch
+    shares; torch's count is put back, so that it stays what the caller set (``trainer.threads``)."""
+    torch_threads = torch.get_num_threads()
+    n = max(1, min(torch_threads, numba.config.NUMBA_NUM_THREADS))
     numba.set_num_threads(n)
+    if torch.get_num_threads() != torch_threads:
+        torch.set_num_threads(torch_threads)
     return n
 
 

@@ -64,6 +64,13 @@ class RegularizedOptimizer(Optimizer):
         self._threads: int | None = None
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickling and ``load_state_dict`` land here with the new param groups: options added since the
+        state was saved take their defaults, and the groups are checked before anything is replaced."""
+        defaults = state.get("defaults") or self.defaults
+        for index, group in enumerate(state["param_groups"]):
+            for key, value in defaults.items():
+                group.setdefault(key, value)
+            self._check_group(group, index)
         super().__setstate__(state)
         self._init_transient()
 

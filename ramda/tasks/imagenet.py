@@ -14,9 +14,7 @@ Metrics: top-1 / top-5 validation accuracy in percent and the (unsmoothed) valid
 
 from __future__ import annotations
 
-import errno
 import itertools
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ramda.files import atomic_write
 from ramda.tasks.base import RunEnv, Task, TaskConfig, per_process_batch
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -116,20 +115,7 @@ def initial_weights(
         net = build_network(model, num_classes)
     path = cache_dir / f"{model.replace(':', '-').replace('/', '-')}-c{num_classes}-seed{seed}.pt"
     if not path.exists() and write:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = cache_dir / f".{path.name}.{os.getpid()}.tmp"
-        torch.save(net.state_dict(), tmp)
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass
-        except OSError as exc:  # file systems without hard links: exclusive rename is not available
-            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
-                raise
-            if not path.exists():
-                os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        atomic_write(path, lambda f: torch.save(net.state_dict(), f), replace=False)
     if path.exists():
         state = torch.load(path, map_location="cpu", weights_only=True)
         try:

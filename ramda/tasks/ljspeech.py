@@ -28,6 +28,7 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import nn
 
+from ramda.files import atomic_write
 from ramda.tasks.base import RunEnv, Task, TaskConfig, per_process_batch
 
 SPLITS = ("train", "val", "test")
@@ -203,20 +204,15 @@ class MelCache:
                     f"{asdict(audio)}; use another directory"
                 )
         else:
-            self._write_atomic(params, lambda tmp: tmp.write_text(json.dumps(asdict(audio), sort_keys=True)))
-
-    @staticmethod
-    def _write_atomic(path: Path, write: Any) -> None:
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        write(tmp)
-        os.replace(tmp, path)
+            text = json.dumps(asdict(audio), sort_keys=True)
+            atomic_write(params, lambda f: f.write(text.encode()), durable=False)
 
     def get(self, clip_id: str) -> torch.Tensor | None:
         path = self.dir / f"{clip_id}.pt"
         return torch.load(path, weights_only=True) if path.exists() else None
 
     def put(self, clip_id: str, mel: torch.Tensor) -> None:
-        self._write_atomic(self.dir / f"{clip_id}.pt", lambda tmp: torch.save(mel, tmp))
+        atomic_write(self.dir / f"{clip_id}.pt", lambda f: torch.save(mel, f), durable=False)
 
 
 class LJSpeechDataset(torch.utils.data.Dataset):

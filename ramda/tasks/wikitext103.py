@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ramda.files import atomic_write
 from ramda.tasks.base import RunEnv, Task, TaskConfig, per_process_batch
 
 EOS = "<eos>"
@@ -149,15 +150,6 @@ def encode(lines: Iterable[str], stoi: dict[str, int], where: str) -> Tensor:
     return torch.frombuffer(ids, dtype=torch.int32).clone() if ids else torch.zeros(0, dtype=torch.int32)
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    if isinstance(obj, str):
-        tmp.write_text(obj, encoding="utf-8")
-    else:
-        torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 class Corpus:
     """Vocabulary (``itos``) and the encoded ``train``/``valid``/``test`` streams (1-D int32 tensors)."""
 
@@ -187,8 +179,9 @@ class Corpus:
         try:
             cache.mkdir(parents=True, exist_ok=True)
             for s in SPLITS:
-                _atomic_save(splits[s], cache / f"{s}.pt")
-            _atomic_save("\n".join(itos), vocab_path)
+                atomic_write(cache / f"{s}.pt", lambda f, s=s: torch.save(splits[s], f), durable=False)
+            vocab = "\n".join(itos).encode()
+            atomic_write(vocab_path, lambda f: f.write(vocab), durable=False)
         except OSError as err:
             raise ValueError(
                 f"task.data.cache_dir: cannot write the vocabulary cache {cache} ({err})"
