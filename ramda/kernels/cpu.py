@@ -1,9 +1,9 @@
 """Fused CPU steps (numba) for RAMDA, ProxGen, RMDA and ProxSGD, many tensors per call.
 
 A call takes a table of tensors (raw data pointers, so building it costs about a microsecond per tensor) and
-cuts each tensor into chunks that fit in the L2 cache with their scratch. A group-LASSO tensor is viewed as
-``[n_out, n_in, k_size]`` (group j = ``[:, j, :]``, its ``n_out·k_size`` entries) and a chunk is ``m``
-consecutive groups: in every row a contiguous run of ``m·k_size`` floats. Per chunk, all in cache:
+cuts each tensor into chunks of consecutive groups (``CHUNK``), the unit of work of a thread. A group-LASSO
+tensor is viewed as ``[n_out, n_in, k_size]`` (group j = ``[:, j, :]``, its ``n_out·k_size`` entries) and a
+chunk is ``m`` consecutive groups: in every row a contiguous run of ``m·k_size`` floats. Per chunk:
 
 1. one pass over the chunk reads the gradient and the state, writes the state and, into scratch, the
    preconditioner P and b (RAMDA: V += s·G, U += s·G⊙G, P = U^{1/3} + ε, b = P⊙W⁰ − V; ProxGen: the Adam
@@ -15,7 +15,7 @@ consecutive groups: in every row a contiguous run of ``m·k_size`` floats. Per c
 
 RMDA and ProxSGD have closed-form proxes: step 1 writes Y (RMDA: V += s·G, Y = W⁰ − V/β; ProxSGD: m ← (1 − c)m
 + c·G, Y = W − η m) and ‖Y_g‖², step 3 writes W ← mix(W, Y_g·max(0, ‖Y_g‖ − τ)/‖Y_g‖) with no step 2. So every
-tensor crosses memory once per step: the state is read and written once, W read and written once.
+chunk's state and W are read and written once per step, and only the chunk's scratch is read again.
 Tensors without a structure term take the same passes without the group sums, in chunks of ``PLAIN_CHUNK``.
 
 Sums run over the rows and then over k_size in a fixed order, per chunk, and chunks depend on the tensor's shape
@@ -24,6 +24,8 @@ correctly rounded to float32 (division-free Newton on x^{-1/3}, two steps in flo
 """
 
 from __future__ import annotations
+
+import math
 
 import numba
 import numpy as np
@@ -39,9 +41,12 @@ _U = np.uint64
 _TOL = newton.tolerance(torch.float32)
 # Indices are unsigned throughout: numba's wrap-around handling of signed indices stops LLVM vectorising.
 
-#: Target entries of a group-LASSO chunk: its P and b scratch (8 bytes an entry) and its rows of the five
-#: streams stay well inside a 2 MB L2 cache.
-CHUNK = 1 << 15
+#: Target entries of a group-LASSO chunk (its P and b scratch: 16 MB, within a large L3 cache). Chunks small
+#: enough for a 2 MB L2 were measured slower on the 2-core Xeon of docs/benchmarks.md: their row spans m·k_size
+#: get short (a few hundred floats), and the per-span loop overheads cost more than the cache misses they save.
+CHUNK = 1 << 21
+#: A chunk's row span m·k_size is a multiple of this where the tensor allows (no scalar loop remainders).
+LANES = 16
 #: Entries of a chunk of a tensor without a structure term (only the unit of work split across threads).
 PLAIN_CHUNK = 1 << 16
 #: Below this many entries in a call, the kernels run on the calling thread (a parallel launch costs more).
@@ -65,13 +70,13 @@ def _f32_ptr(typingctx, addr):
     return sig, codegen
 
 
-@njit(inline="always", cache=True)
+@njit(inline="always", cache=True, error_model="numpy")
 def _stream(ptrs, t, s, n):
     """Stream ``s`` of tensor ``t`` (``n`` float32 entries) as an array."""
     return numba.carray(_f32_ptr(_U(ptrs[t, s])), (n,))
 
 
-@njit(inline="always", cache=True)
+@njit(inline="always", cache=True, error_model="numpy")
 def _cbrt(x):
     """x^{1/3} for a float32 x ≥ 0 (float64 result that rounds to the correctly rounded float32): r ≈ x^{-1/3} from
     a bit-level guess (3.4 %), Newton r ← r(4 − x r³)/3 twice in float32 and twice in float64, then x·r²."""
@@ -90,7 +95,7 @@ def _cbrt(x):
     return y if (xd > 0.0 and xd < np.inf) else xd
 
 
-@njit(inline="always", cache=True)
+@njit(inline="always", cache=True, error_model="numpy")
 def _lerp(w, z, mix):
     """torch.lerp's formula, so that mix = 1 gives exactly z."""
     if mix < 0.5:
@@ -98,7 +103,7 @@ def _lerp(w, z, mix):
     return z - (z - w) * (np.float32(1.0) - mix)
 
 
-@njit(inline="always", cache=True)
+@njit(inline="always", cache=True, error_model="numpy")
 def _group_add(x, m, k_size, acc):
     """acc[j] += Σ_k x[j·k_size + k] for the m groups of one row span."""
     if k_size == _U(1):
@@ -112,7 +117,7 @@ def _group_add(x, m, k_size, acc):
             acc[jj] += a
 
 
-@njit(inline="always", cache=True)
+@njit(inline="always", cache=True, error_model="numpy")
 def _group_max(P, base, m, k_size, acc):
     if k_size == _U(1):
         for jj in range(m):
@@ -125,7 +130,7 @@ def _group_max(P, base, m, k_size, acc):
             acc[jj] = a
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _newton_write(w, P, B, n_out, n_in, k_size, j0, m, bsq, pmax, c, mix, tol, max_newton):
     """Steps 2 and 3 of the module docstring for the chunk's groups j0 … j0+m−1 (P, B: its scratch, row-major
     ``[n_out, m·k_size]``); returns the Newton steps taken."""
@@ -197,7 +202,7 @@ def _newton_write(w, P, B, n_out, n_in, k_size, j0, m, bsq, pmax, c, mix, tol, m
     return it
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _prox_write(w, Y, n_out, n_in, k_size, j0, m, ysq, c, mix):
     """W ← mix(W, Y_g·max(0, ‖Y_g‖ − c)/‖Y_g‖) for the chunk's groups (Y: scratch, ``[n_out, m·k_size]``)."""
     L = m * k_size
@@ -215,7 +220,7 @@ def _prox_write(w, Y, n_out, n_in, k_size, j0, m, ysq, c, mix):
             w[i] = _lerp(w[i], Y[q + e] * scale[e], mix)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _ramda_chunk(ptrs, scal, t, n_out, n_in, k_size, j0, m, grouped, P, B, tol, max_newton):
     n = n_out * n_in * k_size
     w, g, v, u, w0 = (_stream(ptrs, t, 0, n), _stream(ptrs, t, 1, n), _stream(ptrs, t, 2, n),
@@ -253,7 +258,7 @@ def _ramda_chunk(ptrs, scal, t, n_out, n_in, k_size, j0, m, grouped, P, B, tol, 
     return _newton_write(w, P, B, n_out, n_in, k_size, j0, m, bsq, pmax, c, mix, tol, max_newton)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _proxgen_chunk(ptrs, scal, t, n_out, n_in, k_size, j0, m, grouped, P, B, tol, max_newton):
     n = n_out * n_in * k_size
     w, g, m1, m2 = (
@@ -296,7 +301,7 @@ def _proxgen_chunk(ptrs, scal, t, n_out, n_in, k_size, j0, m, grouped, P, B, tol
     return _newton_write(w, P, B, n_out, n_in, k_size, j0, m, bsq, pmax, c, np.float32(1.0), tol, max_newton)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _rmda_chunk(ptrs, scal, t, n_out, n_in, k_size, j0, m, grouped, Y):
     n = n_out * n_in * k_size
     w, g, v, w0 = (
@@ -328,7 +333,7 @@ def _rmda_chunk(ptrs, scal, t, n_out, n_in, k_size, j0, m, grouped, Y):
     _prox_write(w, Y, n_out, n_in, k_size, j0, m, ysq, c, mix)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _proxsgd_chunk(ptrs, scal, t, n_out, n_in, k_size, j0, m, grouped, Y):
     n = n_out * n_in * k_size
     w, g, buf = _stream(ptrs, t, 0, n), _stream(ptrs, t, 1, n), _stream(ptrs, t, 2, n)
@@ -360,7 +365,7 @@ def _proxsgd_chunk(ptrs, scal, t, n_out, n_in, k_size, j0, m, grouped, Y):
     _prox_write(w, Y, n_out, n_in, k_size, j0, m, ysq, c, np.float32(1.0))
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _block(kind, ptrs, dims, scal, work, q0, q1, ws, tol, max_newton, iters):
     """Work items q0 … q1 − 1 (tensor, chunk) on one thread, with its scratch row ``ws``."""
     for q in range(q0, q1):
@@ -390,13 +395,13 @@ def _block(kind, ptrs, dims, scal, work, q0, q1, ws, tol, max_newton, iters):
             _proxsgd_chunk(ptrs, scal, t, n_out, n_in, k_size, j0, mm, grouped, P)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, error_model="numpy")
 def _run_parallel(kind, ptrs, dims, scal, work, bounds, ws, tol, max_newton, iters):
     for b in prange(bounds.size - 1):
         _block(kind, ptrs, dims, scal, work, bounds[b], bounds[b + 1], ws[b], tol, max_newton, iters)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _run_serial(kind, ptrs, dims, scal, work, bounds, ws, tol, max_newton, iters):
     _block(kind, ptrs, dims, scal, work, 0, work.shape[0], ws[0], tol, max_newton, iters)
 
@@ -471,7 +476,8 @@ def run(
     sizes = np.empty(count, np.int64)
     for i, (n_out, n_in, k_size) in enumerate(shapes):
         if grouped:
-            m = max(1, min(n_in, CHUNK // (n_out * k_size)))
+            unit = LANES // math.gcd(k_size, LANES)
+            m = max(1, min(n_in, CHUNK // (n_out * k_size) // unit * unit))
         else:
             n_out, n_in, k_size = 1, n_out * n_in * k_size, 1
             m = min(n_in, PLAIN_CHUNK)
