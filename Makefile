@@ -1,25 +1,33 @@
-# Quick start: `make demo` (the laptop demo table) and `make test` (the test suite). Both install the
-# project and its dev extras first (once; `make install` re-runs it after pyproject.toml changes).
-# SKIP_INSTALL=1 uses the current environment as it is.
+# Quick start: `make demo` (the laptop demo table) and `make test` (the test suite). Each installs what it needs
+# first, once (scripts/ci/install.sh): `make demo` the project with its `demo` extra, `make test` (and
+# `make install`) everything the suite uses, Debian packages included. SKIP_INSTALL=1 uses the current
+# environment as it is.
 PYTHON ?= python
 STAMP := build/.installed
+DEMO_STAMP := build/.installed-demo
 DEMO_DIR := results/runs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
 
 .PHONY: install demo test tables bench lint docs-numbers
 
 ifeq ($(SKIP_INSTALL),1)
 INSTALLED :=
+DEMO_INSTALLED :=
 else
 INSTALLED := $(STAMP)
+DEMO_INSTALLED := $(DEMO_STAMP)
 endif
 
 $(STAMP): pyproject.toml scripts/ci/install.sh
-	bash scripts/ci/install.sh
+	bash scripts/ci/install.sh test
 	@mkdir -p $(dir $(STAMP)) && touch $(STAMP)
+
+$(DEMO_STAMP): pyproject.toml scripts/ci/install.sh
+	bash scripts/ci/install.sh demo
+	@mkdir -p $(dir $(DEMO_STAMP)) && touch $(DEMO_STAMP)
 
 install: $(STAMP)
 
-demo: $(INSTALLED)
+demo: $(DEMO_INSTALLED)
 	$(PYTHON) train.py -m experiment=demo hydra.sweep.dir=$(DEMO_DIR)
 	$(PYTHON) -m ramda.tables --runs $(DEMO_DIR) --table demo --print
 

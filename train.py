@@ -18,7 +18,7 @@ import hydra
 from omegaconf import DictConfig
 
 from ramda.config import register_configs
-from ramda.engine.errors import ConfigError, NonFiniteLossError, Preempted
+from ramda.engine.errors import ConfigError, NonFiniteLossError, OutputError, Preempted
 from ramda.engine.preflight import preflight
 
 CONFIG_DIR = str(Path(__file__).resolve().parent / "configs")
@@ -48,7 +48,7 @@ def main(cfg: DictConfig) -> float | None:
             if fresh and not any(run_dir.iterdir()):
                 run_dir.rmdir()  # the empty directory Hydra made for this rejected run
         _fail(err, 2)
-    except NonFiniteLossError as err:
+    except (NonFiniteLossError, OutputError) as err:
         _fail(err, 1)
     except Preempted as stop:
         print(

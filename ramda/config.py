@@ -1,23 +1,29 @@
-"""Structured configs: the schema Hydra checks every run against before any work starts.
+"""Structured configs: the schema Hydra checks every run against before any work starts, and the optimizer
+registry.
 
-Config groups mirror the code: ``optimizer=<name>`` is one dataclass below whose ``_target_`` is the optimizer
-class, ``regularizer=<name>`` picks the regularizer of :mod:`ramda.regularizers`, ``task=<name>`` is the
-``Config`` dataclass of ``ramda.tasks.<name>``.
+Config groups mirror the code: ``optimizer=<name>`` is the entry ``OPTIMIZERS[name]``: the optimizer class, its
+config dataclass below and what it can do; ``regularizer=<name>`` picks the regularizer of
+:mod:`ramda.regularizers`, ``task=<name>`` is the ``Config`` dataclass of ``ramda.tasks.<name>``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
+import torch
 from omegaconf import MISSING
+from torch.optim import Optimizer
+
+from ramda.optim import RAMDA, RMDA, ProxGen, ProxSGD, RegularizedOptimizer
+from ramda.regularizers import REGULARIZERS as REGULARIZER_CLASSES
 
 
 @dataclass
 class OptimizerConfig:
-    """Fields shared by every optimizer config; ``name`` is what tables and run directories show."""
+    """Fields shared by every optimizer config; ``name`` is its key in :data:`OPTIMIZERS`, which is also what
+    tables and run directories show."""
 
-    _target_: str = MISSING
     name: str = MISSING
     """The optimizer's name, as tables and run directories show it (set by the ``optimizer=`` choice)."""
     lr: float = MISSING
@@ -26,7 +32,6 @@ class OptimizerConfig:
 
 @dataclass
 class RAMDAConfig(OptimizerConfig):
-    _target_: str = "ramda.optim.RAMDA"
     name: str = "ramda"
     lr: float = 1e-2
     momentum: float = 1e-2
@@ -49,7 +54,6 @@ class RAMDAConfig(OptimizerConfig):
 
 @dataclass
 class RMDAConfig(OptimizerConfig):
-    _target_: str = "ramda.optim.RMDA"
     name: str = "rmda"
     lr: float = 1.0
     momentum: float = 0.1
@@ -58,7 +62,6 @@ class RMDAConfig(OptimizerConfig):
 
 @dataclass
 class ProxSGDConfig(OptimizerConfig):
-    _target_: str = "ramda.optim.ProxSGD"
     name: str = "proxsgd"
     lr: float = 0.1
     momentum: float = 0.1
@@ -67,7 +70,6 @@ class ProxSGDConfig(OptimizerConfig):
 
 @dataclass
 class ProxGenConfig(OptimizerConfig):
-    _target_: str = "ramda.optim.ProxGen"
     name: str = "proxgen"
     lr: float = 1e-3
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
@@ -90,7 +92,6 @@ class ProxGenConfig(OptimizerConfig):
 
 @dataclass
 class MSGDConfig(OptimizerConfig):
-    _target_: str = "torch.optim.SGD"
     name: str = "msgd"
     lr: float = 0.1
     momentum: float = 0.9
@@ -101,7 +102,6 @@ class MSGDConfig(OptimizerConfig):
 
 @dataclass
 class AdamConfig(OptimizerConfig):
-    _target_: str = "torch.optim.Adam"
     name: str = "adam"
     lr: float = 1e-3
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
@@ -112,20 +112,80 @@ class AdamConfig(OptimizerConfig):
 
 @dataclass
 class AdamWConfig(AdamConfig):
-    _target_: str = "torch.optim.AdamW"
     name: str = "adamw"
     weight_decay: float = 1e-2
 
 
-OPTIMIZERS: dict[str, type[OptimizerConfig]] = {
-    "ramda": RAMDAConfig,
-    "rmda": RMDAConfig,
-    "proxsgd": ProxSGDConfig,
-    "proxgen": ProxGenConfig,
-    "msgd": MSGDConfig,
-    "adam": AdamConfig,
-    "adamw": AdamWConfig,
-}
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """One optimizer the runner can build: ``optimizer=<name>`` trains with ``cls(param_groups, **config)``
+    (``config`` the dataclass of the ``optimizer`` group, less ``name``); tables print it as ``display``.
+
+    Its capabilities, read by validation, building, the schedules and the trainer, come from the class itself:
+    ``regularized`` (takes λ and a regulariser per param group: a :class:`ramda.optim.RegularizedOptimizer`),
+    ``dual_averaging`` (overrides ``restart()``: a milestone restarts it and the momentum schedule
+    c ← min(c₀√j, 1) applies), ``solver`` (``uses_solver``: solves its subproblem with :mod:`ramda.solver`, keys
+    ``stop``, ``max_iters``, ``rtol``, ``tol``; reports ``solver_iterations()``) and ``fused`` (lists fused
+    kernels). ``momentum`` says what the ``momentum`` key means: ``"average"`` for the weight c ∈ (0, 1] of
+    W ← (1 − c)·W + c·W̃, ``"heavy_ball"`` for SGD's β ∈ [0, 1), ``""`` where there is no such key.
+    """
+
+    name: str
+    cls: type[Optimizer]
+    config: type[OptimizerConfig]
+    display: str
+    momentum: str = ""
+
+    @property
+    def regularized(self) -> bool:
+        return issubclass(self.cls, RegularizedOptimizer)
+
+    @property
+    def dual_averaging(self) -> bool:
+        return self.regularized and self.cls.restart is not RegularizedOptimizer.restart
+
+    @property
+    def solver(self) -> bool:
+        return self.regularized and self.cls.uses_solver
+
+    @property
+    def fused(self) -> bool:
+        return self.regularized and bool(self.cls.fused_kernels)
+
+
+MOMENTUM_MEANINGS = ("", "average", "heavy_ball")
+SOLVER_KEYS = ("stop", "max_iters", "rtol", "tol")
+
+OPTIMIZERS: dict[str, OptimizerSpec] = {}
+"""The registry, in the tables' row order: the structured-sparsity methods, then the plain baselines."""
+
+
+def register_optimizer(spec: OptimizerSpec) -> OptimizerSpec:
+    """Add ``spec`` to :data:`OPTIMIZERS` (and to Hydra's ``optimizer`` group once :func:`register_configs`
+    runs); ``ValueError`` when its config lacks a key its capabilities need or the name is taken."""
+    keys = {f.name for f in fields(spec.config)}
+    needed = {"name", "lr"} | ({"momentum"} if spec.momentum else set())
+    needed |= set(SOLVER_KEYS) if spec.solver else set()
+    problems = [f"config {spec.config.__name__} lacks '{k}'" for k in sorted(needed - keys)]
+    if spec.momentum not in MOMENTUM_MEANINGS:
+        problems.append(f"momentum must be one of {MOMENTUM_MEANINGS}, got '{spec.momentum}'")
+    if spec.config().name != spec.name:
+        problems.append(f"config {spec.config.__name__} has name '{spec.config().name}'")
+    if spec.name in OPTIMIZERS and OPTIMIZERS[spec.name] != spec:
+        problems.append("the name is already registered")
+    if problems:
+        raise ValueError(f"optimizer '{spec.name}': " + "; ".join(problems))
+    OPTIMIZERS[spec.name] = spec
+    return spec
+
+
+register_optimizer(OptimizerSpec("ramda", RAMDA, RAMDAConfig, "RAMDA", momentum="average"))
+register_optimizer(OptimizerSpec("rmda", RMDA, RMDAConfig, "RMDA", momentum="average"))
+register_optimizer(OptimizerSpec("proxsgd", ProxSGD, ProxSGDConfig, "ProxSGD", momentum="average"))
+register_optimizer(OptimizerSpec("proxgen", ProxGen, ProxGenConfig, "ProxGen"))
+register_optimizer(OptimizerSpec("msgd", torch.optim.SGD, MSGDConfig, "MSGD", momentum="heavy_ball"))
+register_optimizer(OptimizerSpec("adam", torch.optim.Adam, AdamConfig, "Adam"))
+register_optimizer(OptimizerSpec("adamw", torch.optim.AdamW, AdamWConfig, "AdamW"))
 
 
 @dataclass
@@ -139,27 +199,42 @@ class RegularizerConfig:
     """λ ≥ 0; must be 0 for msgd/adam/adamw and with ``regularizer=none``."""
 
 
-REGULARIZERS: tuple[str, ...] = ("group_lasso", "l1", "nuclear", "binary", "none")
+REGULARIZERS: tuple[str, ...] = (*REGULARIZER_CLASSES, "none")
 
 
 @dataclass
 class TrainerConfig:
-    """The training loop: epochs, the stage-wise schedule (docs/math.md#schedules), precision, device,
-    checkpoints, progress and distributed options."""
+    """The training loop: epochs or steps, the lr schedule and RMDA/RAMDA's momentum schedule
+    (docs/math.md#schedules), precision, device, checkpoints, progress and distributed options. The schedules
+    count *ticks*: epochs (0-based), or with ``max_steps`` the number of steps taken (1, 2, …), as the authors'
+    scripts pass them to their scheduler."""
 
     epochs: int = 10
-    """Number of epochs."""
+    """Number of epochs (ignored when ``max_steps`` > 0)."""
     milestones: list[int] = field(default_factory=list)
-    """Epochs after which lr ← ``gamma``·lr; for RMDA/RAMDA also a dual-averaging restart."""
+    """Ticks m (epochs, or steps with ``max_steps``): after tick m − 1, lr ← ``gamma``·lr, as the released
+    scheduler; for RMDA/RAMDA also a dual-averaging restart. Each must fall within the run: shortening a
+    preset's run needs ``trainer.milestones=[]`` or earlier ones."""
     gamma: float = 0.1
     """The stage-wise decay factor."""
     momentum_schedule: bool = True
-    """RMDA/RAMDA: from ``momentum_start_epoch`` on, c ← min(c₀√j, 1) at step j; the weights become exactly
-    group-sparse only once c reaches 1."""
+    """RMDA/RAMDA with ``stagewise``: from tick ``momentum_start_epoch`` on, c ← min(c₀√j, 1) at every step, j
+    counted from 1 and never reset; the weights become exactly group-sparse only once c reaches 1."""
     momentum_start_epoch: int | None = None
-    """The epoch the momentum schedule starts at; ``null``: the last milestone (0 without milestones)."""
+    """The first tick of the momentum schedule (within the run); ``null``: the released rule, the last
+    milestone − 1 (the epoch before the last restart; 0 without milestones)."""
+    max_steps: int = 0
+    """> 0: train for that many optimizer steps (the epochs run on until then); ``milestones`` are then step
+    counts and the schedules tick per step."""
+    eval_every_steps: int = 0
+    """> 0: evaluate, write a metrics row and a checkpoint every N steps (and at the last step of a
+    ``max_steps`` run); epochs still end with a row unless ``max_steps`` is set."""
+    lr_schedule: str = "stagewise"
+    """``stagewise`` (``milestones``, RMDA/RAMDA restarts and momentum schedule) or ``cosine`` (torch's
+    ``CosineAnnealingLR`` from lr to 0 over the run's steps, stepped after every step; no milestones)."""
     precision: str = "fp32"
-    """``fp32``, ``bf16`` (autocast) or ``fp16`` (autocast and gradient scaling)."""
+    """``fp32``, ``bf16`` (autocast) or ``fp16`` (autocast and gradient scaling); evaluation always runs in
+    full precision."""
     device: str = "auto"
     """``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``."""
     threads: int = 0
@@ -252,8 +327,8 @@ def register_configs() -> list[str]:
 
     cs = ConfigStore.instance()
     cs.store(name="train", node=RunConfig)
-    for name, opt in OPTIMIZERS.items():
-        cs.store(group="optimizer", name=name, node=opt)
+    for name, spec in OPTIMIZERS.items():
+        cs.store(group="optimizer", name=name, node=spec.config)
     for name in REGULARIZERS:
         cs.store(group="regularizer", name=name, node=RegularizerConfig(name=name))
     cs.store(group="logger", name="local", node=LoggerConfig(name="local"))

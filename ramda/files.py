@@ -35,7 +35,13 @@ def atomic_write(
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
-            write(f)
+            out = _Recorded(f)
+            try:
+                write(out)  # type: ignore[arg-type]
+            except Exception:
+                if out.error is not None:  # torch.save turns a failed write into an opaque RuntimeError
+                    raise out.error from None
+                raise
             f.flush()
             if durable:
                 os.fsync(f.fileno())
@@ -45,6 +51,24 @@ def atomic_write(
     if durable and written:
         fsync_dir(path.parent)
     return written
+
+
+class _Recorded:
+    """A binary file that remembers the first ``OSError`` of a write (ENOSPC, EIO) for the caller to report."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self._f = f
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self._f.write(data)
+        except OSError as err:
+            self.error = self.error or err
+            raise
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._f, name)
 
 
 def _publish(tmp: Path, path: Path, replace: bool) -> bool:

@@ -20,11 +20,6 @@ from torch import Tensor
 from ramda import newton
 
 
-def group_dims(w: Tensor) -> tuple[int, ...]:
-    """The dimensions reduced to form one input-wise group: all but axis 1."""
-    return (0, *range(2, w.dim()))
-
-
 def _group_reduce(x: Tensor, op: str) -> Tensor:
     """Reduce each input-wise group (``op`` = "sum" or "amax"), keepdim shape ``[1, in, 1, ...]``. Done as an
     inner reduction over the kernel dims followed by an outer one over rows: several times faster on the CPU
@@ -83,13 +78,6 @@ class Regularizer(abc.ABC):
     def solve_exact(self, w0: Tensor, v: Tensor, p: Tensor, t: float, **kw: float) -> tuple[Tensor, int]:
         """The exact subproblem solution and the number of inner iterations it took."""
         raise ValueError(f"regularizer '{self.name}' has no exact diagonal solver; use stop='objective'")
-
-    def structure(self, w: Tensor) -> tuple[int, int, int]:
-        """(number of groups, number of non-structured groups, entries per group) for the sparsity metrics."""
-        if w.dim() < 2:
-            return w.numel(), int(torch.count_nonzero(w)), 1
-        nonzero = int(torch.count_nonzero(torch.amax(w.abs(), dim=group_dims(w))))
-        return w.shape[1], nonzero, w.numel() // w.shape[1]
 
 
 class GroupLasso(Regularizer):
@@ -213,9 +201,6 @@ class L1(Regularizer):
         """Per entry: Z = soft(W⁰ − V/P, t/P)."""
         return self.prox(w0 - v / p, t / p), 1
 
-    def structure(self, w: Tensor) -> tuple[int, int, int]:
-        return w.numel(), int(torch.count_nonzero(w)), 1
-
 
 class Binary(Regularizer):
     """ψ(W) = Σ ||W| − 1| (distance to {−1, +1}; equals Σ|W − sign W| away from 0).
@@ -246,9 +231,6 @@ class Binary(Regularizer):
     def solve_exact(self, w0: Tensor, v: Tensor, p: Tensor, t: float, **kw: float) -> tuple[Tensor, int]:
         """Per entry: Z = prox_{(t/P)ψ}(W⁰ − V/P)."""
         return self.prox(w0 - v / p, t / p), 1
-
-    def structure(self, w: Tensor) -> tuple[int, int, int]:
-        return w.numel(), int(torch.count_nonzero(w.abs() != 1.0)), 1
 
 
 class Nuclear(Regularizer):
@@ -293,12 +275,14 @@ class Nuclear(Regularizer):
         shrunk = torch.relu(torch.linalg.svdvals(g_perp) - t)
         return tangent_sq + torch.sum(shrunk**2)
 
-    def structure(self, w: Tensor) -> tuple[int, int, int]:
-        s = torch.linalg.svdvals(self._mat(w).float())
-        return s.numel(), int(torch.count_nonzero(s > 0)), 1
-
 
 REGULARIZERS: dict[str, Regularizer] = {r.name: r for r in (GroupLasso(), L1(), Nuclear(), Binary())}
+
+
+def check_lam(lam: float) -> None:
+    """λ is a finite number ≥ 0 (the one place this is checked); ``ValueError`` otherwise."""
+    if not (math.isfinite(lam) and lam >= 0.0):
+        raise ValueError(f"lam (λ) must be a finite number >= 0, got {lam}")
 
 
 def get_regularizer(name: str | None, where: str = "regularizer") -> Regularizer | None:

@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ramda.regularizers import check_lam
+
 _RNN_TYPES = (nn.RNNBase, nn.RNNCellBase)
 _EXCLUDED_SUBTREES = (nn.AdaptiveLogSoftmaxWithLoss,)
 
@@ -61,8 +63,7 @@ def param_groups(
 ) -> list[dict[str, Any]]:
     """Optimizer param groups with the paper's layout: the structured tensors with ``lam`` and ``regularizer``,
     then every other trainable parameter with ``lam = 0``. Usable by any ``torch.optim`` optimizer too."""
-    if lam < 0:
-        raise ValueError(f"lam (λ) must be >= 0, got {lam}")
+    check_lam(lam)
     structured = [p for _, p in structured_parameters(model)]
     ids = {id(p) for p in structured}
     rest = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
@@ -90,16 +91,16 @@ def group_counts(model: nn.Module) -> tuple[int, int, int, int]:
     return groups, nonzero, entries, nonzero_entries
 
 
+def _group_sparsities(model: nn.Module) -> tuple[float, float]:
+    """(weighted, unweighted) group sparsity over the structured tensors."""
+    groups, nonzero, entries, nonzero_entries = group_counts(model)
+    weighted = 1.0 - nonzero_entries / entries if entries else 0.0
+    return weighted, 1.0 - nonzero / groups if groups else 0.0
+
+
 def weighted_group_sparsity(model: nn.Module) -> float:
     """1 − Σ(#nonzero groups·|g|) / Σ(#groups·|g|) over the structured tensors (the tables' "Sparsity")."""
-    _, _, entries, nonzero_entries = group_counts(model)
-    return 1.0 - nonzero_entries / entries if entries else 0.0
-
-
-def group_sparsity(model: nn.Module) -> float:
-    """Fraction of all-zero groups over the structured tensors (unweighted)."""
-    groups, nonzero, _, _ = group_counts(model)
-    return 1.0 - nonzero / groups if groups else 0.0
+    return _group_sparsities(model)[0]
 
 
 @torch.no_grad()
@@ -114,9 +115,9 @@ def unstructured_sparsity(model: nn.Module) -> float:
 
 def sparsity_report(model: nn.Module) -> dict[str, float]:
     """All sparsities of docs/math.md#sparsity-metrics as fractions in [0, 1]."""
-    groups, nonzero, entries, nonzero_entries = group_counts(model)
+    weighted, grouped = _group_sparsities(model)
     return {
-        "weighted_group_sparsity": 1.0 - nonzero_entries / entries if entries else 0.0,
-        "group_sparsity": 1.0 - nonzero / groups if groups else 0.0,
+        "weighted_group_sparsity": weighted,
+        "group_sparsity": grouped,
         "unstructured_sparsity": unstructured_sparsity(model),
     }

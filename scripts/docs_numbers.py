@@ -56,6 +56,18 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}{load}"
 
 
+def commit() -> str:
+    """The checked-out commit, marked when the work tree has uncommitted changes."""
+    git = ["git", "-C", str(REPO)]
+    head = subprocess.run(
+        [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        [*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+    )
+    return f"{head or 'unknown'}{' with local changes' if dirty.stdout.strip() else ''}"
+
+
 def run(cmd: list[str], env: dict[str, str] | None = None) -> tuple[str, float]:
     """Run ``cmd`` in the repository; its stdout and wall seconds. A failure stops everything with its output."""
     start = time.perf_counter()
@@ -145,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:  # every marker is there before anything runs
         replace_block((REPO / BLOCKS[name][0]).read_text(encoding="utf-8"), name, "")
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
-    header = f"Measured by `make docs-numbers` on {date}, {machine()}"
+    header = f"Measured by `make docs-numbers` on {date} at commit {commit()}, {machine()}"
     with tempfile.TemporaryDirectory(prefix="docs-numbers-") as tmp:
         for name in names:
             print(f"docs-numbers: {name} ...", flush=True)

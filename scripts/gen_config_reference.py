@@ -180,7 +180,8 @@ def render() -> tuple[str, list[str]]:
                 lines += ["", f"### `{group}={name}`", ""]
             else:
                 lines += [""]
-            target = values.get("_target_")
+            spec = config.OPTIMIZERS.get(name) if group == "optimizer" else None
+            target = f"{spec.cls.__module__}.{spec.cls.__qualname__}" if spec else None
             doc = class_doc(cls)
             if target:
                 doc = f"`{target}`. {doc}".strip()

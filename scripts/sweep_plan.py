@@ -35,7 +35,9 @@ SLURM_KEYS = (
     "cpus_per_task",
     "mem_gb",
     "signal_delay_s",
-    "max_num_timeout",
+    "max_requeues",
+    "poll_s",
+    "check_resources",
     "array_parallelism",
     "additional_parameters",
     "setup",
@@ -104,10 +106,23 @@ def plan(overrides: list[str]) -> dict[str, Any]:
         raise PlanError(_one_line(err)) from None
     assert isinstance(launcher, dict)
     result: dict[str, Any] = {"launcher": launcher["_target_"], "sweep_dir": sweep_dir, "jobs": jobs}
-    if launcher["_target_"].endswith(".SlurmLauncher"):
+    if launcher["_target_"].endswith("SlurmLauncher"):
         result["slurm"] = {k: launcher.get(k) for k in SLURM_KEYS}
         result["sbatch"] = sbatch_header(launcher, len(jobs))
+        result["warnings"] = resource_warnings(launcher)
     return result
+
+
+def resource_warnings(launcher: dict[str, Any]) -> list[str]:
+    """What the launcher would refuse: the request against the partition as ``sinfo`` reports it (the
+    same check as ``hydra/launcher=slurm`` makes before submitting), or why it could not be checked."""
+    from ramda.cluster import ClusterError, Request, check_request, read_partitions
+
+    try:
+        problem = check_request(Request.of(launcher), read_partitions())
+    except ClusterError as err:
+        return [f"resources not checked: {err}"]
+    return [problem] if problem else []
 
 
 def _one_line(err: BaseException) -> str:
@@ -125,15 +140,13 @@ def _one_line(err: BaseException) -> str:
 
 
 def sbatch_header(launcher: dict[str, Any], n_jobs: int) -> str:
-    """The ``#SBATCH`` lines of the job array, made by submitit's own sbatch writer from the launcher's
-    parameters converted as hydra-submitit-launcher converts them (base names → sbatch names)."""
-    from submitit.slurm.slurm import SlurmExecutor, _convert_mem, _make_sbatch_string
+    """The ``#SBATCH`` lines of the job array, made by submitit's own sbatch writer from the parameters the
+    launcher passes it (base names → sbatch names, USR1 as the time-limit signal)."""
+    from submitit.slurm.slurm import _make_sbatch_string
 
-    skip = {"_target_", "submitit_folder", "max_num_timeout"}
-    names = SlurmExecutor._equivalence_dict()
-    params = {names.get(k, k): v for k, v in launcher.items() if k not in skip}
-    if params.get("mem") is not None:
-        params["mem"] = _convert_mem(params["mem"])
+    from hydra_plugins.ramda_slurm_launcher._launcher import submitit_parameters
+
+    params = submitit_parameters(launcher)
     folder = launcher["submitit_folder"]
     command = f"{shlex.quote(sys.executable)} -u -m submitit.core._submit {shlex.quote(folder)}"
     text = _make_sbatch_string(command=command, folder=folder, map_count=n_jobs, **params)
@@ -155,6 +168,7 @@ def render(p: dict[str, Any]) -> str:
         lines += [f"    {k}: {v}" for k, v in p["slurm"].items()]
         lines.append("sbatch header (one job array):")
         lines += [f"    {line}" for line in p["sbatch"].splitlines()]
+        lines += [f"warning: {w}" for w in p["warnings"]]
     else:
         lines.append("(runs locally, one after another; add hydra/launcher=slurm to submit to SLURM)")
     return "\n".join(lines)

@@ -18,13 +18,7 @@ from ramda.tasks.digits import Config, DigitsTask, load_arrays, split_indices
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The small CNN runs fastest on one thread (and the machine may be shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_loads_the_real_digits_data():

@@ -42,6 +42,7 @@ COMMON = [
     "task.max_train_batches=12",
     "trainer.epochs=2",
     "trainer.milestones=[1]",
+    "trainer.momentum_start_epoch=1",
     "trainer.log_every_steps=1",
 ]
 TIMEOUT = 240

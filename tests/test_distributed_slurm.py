@@ -21,6 +21,8 @@ TINY = [
     "task.max_train_batches=3",
     "task.max_eval_batches=1",
     "trainer.epochs=1",
+    "trainer.milestones=[]",
+    "trainer.momentum_start_epoch=null",
     "trainer.dump_replicas=true",
 ]
 

@@ -136,6 +136,7 @@ ERRORS = [
     for cls in (RAMDA, RMDA, ProxSGD, ProxGen)
     for kwargs, match in [
         (dict(lr=-1e-2), "lr must be >= 0"),
+        (dict(lr=float("nan")), "lr must be >= 0"),
         (dict(lr=torch.tensor([1e-2, 1e-3])), "lr as a tensor must have exactly one element"),
         (dict(lam=-0.1), "lam"),
         (dict(regularizer="nope"), "regularizer"),
@@ -145,6 +146,7 @@ ERRORS = [
     (RMDA, dict(momentum=1.5), "momentum must be in"),
     (ProxSGD, dict(momentum=-0.1), "momentum must be in"),
     (RAMDA, dict(eps=-1.0), "eps must be >= 0"),
+    (ProxGen, dict(eps=float("nan")), "eps must be >= 0"),
     (RAMDA, dict(stop="never"), "stop must be one of"),
     (ProxGen, dict(max_iters=0), "max_iters must be >= 1"),
     (ProxGen, dict(betas=(0.9, 1.0)), "betas"),
@@ -191,7 +193,7 @@ def test_forloop_goes_right_direction(case, contiguous, with_lrsched):
     for _ in range(20):
         loss = opt.step(functools.partial(fwd_bwd, opt, weight, bias, x))
         for scheduler in schedulers:
-            scheduler.step(loss) if isinstance(scheduler, ReduceLROnPlateau) else scheduler.step()
+            scheduler.step(loss.item()) if isinstance(scheduler, ReduceLROnPlateau) else scheduler.step()
     assert fwd_bwd(opt, weight, bias, x).item() < initial
 
 

@@ -104,3 +104,15 @@ def test_shape_and_name_errors():
     with pytest.raises(ValueError, match="unknown regularizer 'l3'"):
         get_regularizer("l3")
     assert get_regularizer("none") is None
+
+
+@pytest.mark.parametrize("lam", [-0.1, float("nan"), float("inf")])
+def test_lam_is_refused_alike_everywhere(lam: float):
+    """λ is checked in one place (``check_lam``): the optimizers and ``param_groups`` refuse the same values."""
+    from ramda import RAMDA, param_groups
+
+    model = torch.nn.Linear(3, 2)
+    with pytest.raises(ValueError, match=r"lam \(λ\) must be a finite number >= 0"):
+        param_groups(model, lam)
+    with pytest.raises(ValueError, match=r"lam \(λ\) must be a finite number >= 0"):
+        RAMDA(model.parameters(), lam=lam)

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from hydra import compose
 from omegaconf import OmegaConf
 
 from ramda.config import OPTIMIZERS, register_configs
+from ramda.engine.build import build_optimizer
 from ramda.engine.errors import ConfigError
 from ramda.engine.preflight import preflight
 
@@ -20,21 +20,7 @@ CONFIGS = str(ROOT / "configs")
 TASKS = register_configs()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The small CNN runs fastest on one thread (and the machine may be shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def hydra_ctx():
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(CONFIGS, version_base="1.3"):
-        yield
-    GlobalHydra.instance().clear()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_default_is_the_digits_ramda_demo(hydra_ctx):
@@ -62,7 +48,7 @@ def test_every_optimizer_has_a_digits_preset(hydra_ctx, name: str):
     cfg = compose("train", overrides=[f"optimizer={name}"])
     preset = OmegaConf.load(ROOT / f"configs/preset/digits/{name}.yaml")
     assert cfg.optimizer.name == name and cfg.optimizer.lr == preset.optimizer.lr
-    assert cfg.optimizer._target_ == OPTIMIZERS[name]._target_
+    assert type(build_optimizer(cfg, torch.nn.Linear(2, 2))) is OPTIMIZERS[name].cls
 
 
 def test_demo_experiment_sets_the_table_and_grid(hydra_ctx):
@@ -92,7 +78,7 @@ def test_run_directory_layout(hydra_ctx):
         ),
         (["optimizer.lr=-1"], "optimizer.lr: -1.0 is out of range; valid: a number in (0, inf)"),
         (["optimizer.lr=abc"], "optimizer.lr: Value 'abc' of type 'str' could not be converted to Float"),
-        (["regularizer.lam=-0.1"], "regularizer.lam: -0.1 is out of range; valid: a number in [0, inf)"),
+        (["regularizer.lam=-0.1"], "regularizer.lam: -0.1 is out of range; valid: a finite number >= 0"),
         (["optimizer.momentum=1.5"], "optimizer.momentum: 1.5 is out of range; valid: a number in (0, 1]"),
         (["optimizer.momentum=0"], "optimizer.momentum: 0.0 is out of range; valid: a number in (0, 1]"),
         (
@@ -106,7 +92,34 @@ def test_run_directory_layout(hydra_ctx):
         (["regularizer=none", "regularizer.lam=0.1"], "regularizer.lam: 0.1 with regularizer=none"),
         (
             ["optimizer.momentom=0.1"],
-            "optimizer.momentom: unknown key; valid keys here: _target_, name, lr, momentum",
+            "optimizer.momentom: unknown key; valid keys here: name, lr, momentum",
+        ),
+        # Holes the schema alone leaves: keys added with +, group options that are not names, _target_.
+        (["=3"], "=3: no key before '='"),
+        (["optimizer=1"], "optimizer: 1 is not an option; valid: adam, adamw, msgd, proxgen, proxsgd, ramda"),
+        (["optimizer=null"], "optimizer: null is not an option; valid: adam, adamw"),
+        (["-m", "optimizer=ramda,2"], "optimizer: 2 is not an option"),
+        (["~optimizer"], "optimizer: cannot be removed; valid: adam, adamw"),
+        (["+trainer.foo=1"], "trainer.foo: unknown key; valid keys here: epochs, milestones"),
+        (["+optimizer.foo=1"], "optimizer.foo: unknown key; valid keys here: name, lr, momentum, eps, stop"),
+        (["+task.data.foo=1"], "task.data.foo: unknown key; valid keys here: root, val_fraction, split_seed"),
+        (["+optimizer._target_=torch.optim.SGD"], "optimizer._target_: unknown key"),
+        (["optimizer._target_=torch.optim.SGD"], "optimizer._target_: unknown key"),
+        (["optimizer.name=rmda"], "optimizer.eps: unknown key"),
+        (["optimizer.name=sgd"], "optimizer.name: unknown value 'sgd'; valid: ramda, rmda"),
+        (["regularizer.lam=nan"], "regularizer.lam: nan is out of range"),
+        (
+            ["trainer.epochs=5"],
+            "trainer.milestones: [12, 17] reaches beyond the run's 5 epochs (a milestone m acts after epoch m); "
+            "valid: epochs in [1, 4]; for a short run: trainer.milestones=[] trainer.momentum_start_epoch=null",
+        ),
+        (
+            ["trainer.epochs=1", "trainer.milestones=[1]"],
+            "trainer.milestones: [1] reaches beyond the run's 1",
+        ),
+        (
+            ["optimizer=rmda", "trainer.momentum_start_epoch=20"],
+            "trainer.momentum_start_epoch: the momentum schedule would start at epoch 20, after the run's 20",
         ),
         (["+epochs=3"], "epochs: unknown top-level key"),
         (["trainer.epochs=0"], "trainer.epochs: 0 is out of range"),
@@ -129,6 +142,16 @@ def test_bad_input_names_the_key_and_what_is_valid(argv: list[str], prefix: str)
 
 def test_good_input_passes_preflight():
     preflight(["optimizer=proxgen", "regularizer=l1", "regularizer.lam=1e-4", "seed=2"], CONFIGS, TASKS)
+    # A momentum schedule that never starts is fine where the optimizer has none.
+    preflight(["optimizer=proxsgd", "trainer.momentum_start_epoch=30"], CONFIGS, TASKS)
+    preflight(
+        ["optimizer=ramda", "trainer.momentum_schedule=false", "trainer.momentum_start_epoch=30"],
+        CONFIGS,
+        TASKS,
+    )
+    preflight(
+        ["trainer.epochs=2", "trainer.milestones=[]", "trainer.momentum_start_epoch=null"], CONFIGS, TASKS
+    )
     preflight(["-m", "experiment=demo"], CONFIGS, TASKS)
     preflight(["--help"], CONFIGS, TASKS)  # Hydra's own flags are left to Hydra
 

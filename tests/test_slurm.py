@@ -5,8 +5,10 @@ the cluster (e.g. not root)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -61,20 +63,17 @@ def test_cluster_runs_a_batch_job(slurm_cluster: None, tmp_path: Path) -> None:
     job_id = subprocess.run(
         ["sbatch", "--parsable", str(script)], capture_output=True, text=True, check=True, cwd=tmp_path
     ).stdout.strip()
-    wait_gone(job_id, 30)
+    wait_gone(job_id, 120)  # a job of an earlier test may still hold the node's CPUs while it completes
     assert job_field(job_id, "JobState") == "COMPLETED"
     assert (tmp_path / "out.txt").read_text().split("\n")[:2] == [f"batch {job_id}", "step"]
 
 
 TINY = ["trainer.epochs=1", "task.max_train_batches=4", "task.max_eval_batches=2"]
-# One CPU, 1 GB, no GPU per job: two jobs run side by side on a 2-CPU node.
-SMALL_JOBS = [
-    "hydra/launcher=slurm",
-    "hydra.launcher.gpus_per_node=null",
-    "hydra.launcher.cpus_per_task=1",
-    "hydra.launcher.mem_gb=1",
-    "hydra.launcher.timeout_min=10",
-]
+# The demo presets' milestones and momentum start lie beyond these short runs, which validation refuses.
+NO_SCHEDULE = ["trainer.milestones=[]", "trainer.momentum_start_epoch=null"]
+# The launcher's own resources for a digits run (1 CPU, 4 GB, no GPU): two jobs run side by side on a 2-CPU
+# node. The submitter polls squeue every second.
+SLURM = ["hydra/launcher=slurm", "hydra.launcher.poll_s=1"]
 
 
 OPTS = ["--no-figures", "--table", "demo", "--print"]
@@ -114,7 +113,7 @@ def test_demo_sweep_on_slurm_then_tables(
     cmd = [sys.executable, "train.py", "-m", "experiment=demo", "optimizer=ramda,proxsgd", "seed=1,2"]
     try:
         proc = subprocess.run(
-            [*cmd, *TINY, *SMALL_JOBS, f"hydra.sweep.dir={sweep}"],
+            [*cmd, *TINY, *NO_SCHEDULE, *SLURM, f"hydra.sweep.dir={sweep}"],
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -146,7 +145,68 @@ def test_demo_sweep_on_slurm_then_tables(
         assert (row[0], row[1], row[-1]) == (acc, sparsity, "2/2")
 
 
-def wait_epochs(metrics: Path, n: int, sweep_proc: subprocess.Popen, timeout: float = 120) -> str:
+def sweep_cmd(sweep: Path, *overrides: str) -> list[str]:
+    return [
+        sys.executable,
+        "train.py",
+        "-m",
+        "experiment=demo",
+        *SLURM,
+        *NO_SCHEDULE,
+        *overrides,
+        f"hydra.sweep.dir={sweep}",
+    ]
+
+
+def test_impossible_request_is_refused_before_submission(slurm_cluster: None, tmp_path: Path) -> None:
+    """A request no node can satisfy (here 1 TB of memory) is refused with one line naming the key, before
+    anything is submitted; `scripts/sweep_plan.py` shows the same as a warning."""
+    sweep = tmp_path / "sweep"
+    overrides = ("optimizer=ramda", *TINY, "hydra.launcher.mem_gb=1000")
+    proc = subprocess.run(sweep_cmd(sweep, *overrides), cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    (line,) = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+    assert line.startswith("error: hydra.launcher: no node of partition 'debug' can ever run") and (
+        "lower hydra.launcher.mem_gb" in line
+    )
+    assert not (sweep / ".submitit").exists()
+    plan = [sys.executable, "scripts/sweep_plan.py", "experiment=demo", *SLURM, *overrides]
+    out = subprocess.run(plan, cwd=ROOT, capture_output=True, text=True, timeout=120).stdout
+    assert "warning: hydra.launcher: no node of partition 'debug'" in out
+
+
+def test_cancelled_array_makes_the_submitter_exit(slurm_cluster: None, tmp_path: Path) -> None:
+    """`scancel` of the whole array (one task running, one pending or running): the submitter names each
+    job, its state and its log, and exits 1 within a minute; no sacct noise (no accounting here)."""
+    sweep = tmp_path / "sweep"
+    cmd = sweep_cmd(sweep, "optimizer=ramda,proxsgd", "trainer.epochs=100", "task.max_eval_batches=1")
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while len(submitit_jobs(sweep)) < 2 or "RUNNING" not in {
+            job_field(j, "JobState") for j in submitit_jobs(sweep)
+        }:
+            assert time.monotonic() < deadline and proc.poll() is None, "no job running within 120 s"
+            time.sleep(0.2)
+        jobs = submitit_jobs(sweep)
+        start = time.monotonic()
+        subprocess.run(["scancel", jobs[0].split("_")[0]], check=True)
+        out, _ = proc.communicate(timeout=60)
+        elapsed = time.monotonic() - start
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            cancel(sweep)
+    assert proc.returncode == 1 and elapsed < 60, out[-3000:]
+    for job in jobs:
+        (line,) = [x for x in out.splitlines() if x.startswith(f"error: job {job} (")]
+        assert "ended CANCELLED without a result; log: " in line
+        assert str(sweep / ".submitit" / job / f"{job}_0_log.err") in line
+    assert "error: 2 of 2 job(s) ended without a result" in out
+    assert "Bypassing sacct" not in out and out.count("sacct unavailable") <= 1
+
+
+def wait_epochs(metrics: Path, n: int, sweep_proc: subprocess.Popen, timeout: float = 180) -> str:
     """The text of ``metrics`` once it holds at least ``n`` epoch lines."""
     deadline = time.monotonic() + timeout
     while not (metrics.exists() and metrics.read_text().count("\n") >= n):
@@ -156,60 +216,158 @@ def wait_epochs(metrics: Path, n: int, sweep_proc: subprocess.Popen, timeout: fl
     return metrics.read_text()
 
 
-def release(job: str) -> None:
-    """Wait until a requeued job is back in the queue, then let it start now: SLURM otherwise holds a
-    requeued batch job for about two minutes (Reason=BeginTime), as an operator's `StartTime=now` would."""
-    deadline = time.monotonic() + 60
-    while job_field(job, "JobState") != "PENDING":
-        assert time.monotonic() < deadline, "job not back in the queue within 60 s"
+def wait_restarts(job: str, n: int, timeout: float = 120) -> None:
+    """Until job ``job`` runs again after its ``n``-th requeue."""
+    deadline = time.monotonic() + timeout
+    while not (job_field(job, "Restarts") == str(n) and job_field(job, "JobState") == "RUNNING"):
+        assert time.monotonic() < deadline, f"job {job} not running its restart {n} within {timeout} s"
         time.sleep(0.1)
-    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
 
 
-def test_requeued_job_resumes_from_its_checkpoint(slurm_cluster: None, tmp_path: Path) -> None:
-    """One sweep job is interrupted twice while running, and each time resumes from checkpoint.pt:
-    1. the time-limit path: SLURM's USR2 (what it sends `signal_delay_s` before the limit); submitit requeues;
-    2. the preemption path: `scontrol requeue` (SLURM stops the job with SIGTERM and queues it again).
-    The finished run logs every epoch exactly once, and the lines written before each interruption are
-    kept byte for byte (they hold the measured wall-clock time_per_epoch, which a restarted run would not
-    repeat)."""
-    sweep = tmp_path / "runs" / "demo" / "multirun" / "requeue"
-    run = sweep / "digits" / "ramda" / "seed1"
-    metrics = run / "metrics.jsonl"
-    epochs = 6
-    cmd = [sys.executable, "train.py", "-m", "experiment=demo", "optimizer=ramda", "seed=1"]
-    cmd += [f"trainer.epochs={epochs}", "task.max_train_batches=10", "task.max_eval_batches=2", *SMALL_JOBS]
-    sweep_proc = subprocess.Popen(
-        [*cmd, f"hydra.sweep.dir={sweep}"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        first = wait_epochs(metrics, 1, sweep_proc)
-        (job,) = submitit_jobs(sweep)
-        assert job_field(job, "JobState") == "RUNNING"
-        subprocess.run(["scancel", "--signal=USR2", job], check=True)
-        release(job)
-        second = wait_epochs(metrics, 3, sweep_proc)
-        assert job_field(job, "JobState") == "RUNNING" and job_field(job, "Restarts") == "1"
-        subprocess.run(["scontrol", "requeue", job], check=True)
-        release(job)
-        out, _ = sweep_proc.communicate(timeout=180)
-    finally:
-        if sweep_proc.poll() is None:
-            sweep_proc.kill()
-            cancel(sweep)
-    assert sweep_proc.returncode == 0, out[-3000:]
-    wait_gone(job, 30)
-    assert job_field(job, "Restarts") == "2" and job_field(job, "JobState") == "COMPLETED"
-    final = metrics.read_text()
-    assert second.startswith(first) and final.startswith(second)
+class Releaser(threading.Thread):
+    """Lets a requeued job of the sweep start at once: SLURM otherwise holds a requeued batch job for about
+    two minutes (Reason=BeginTime), as an operator's `scontrol update StartTime=now` would. Jobs in ``held``
+    are left alone."""
+
+    def __init__(self, sweep: Path) -> None:
+        super().__init__(daemon=True)
+        self.sweep = sweep
+        self.held: set[str] = set()
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.2):
+            for job in set(submitit_jobs(self.sweep)) - self.held:
+                out = subprocess.run(
+                    ["scontrol", "show", "job", "-o", job], capture_output=True, text=True
+                ).stdout
+                if "JobState=PENDING" in out and "Reason=BeginTime" in out and job not in self.held:
+                    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=False)
+
+    def __enter__(self) -> Releaser:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.join()
+
+
+def minutes(runtime: str) -> int:
+    """Whole minutes of a SLURM ``RunTime`` (``[D-]HH:MM:SS``), rounded up."""
+    days, _, rest = runtime.rpartition("-")
+    h, m, s = (int(x) for x in rest.split(":"))
+    return (int(days or 0) * 24 + h) * 60 + m + (s > 0)
+
+
+def check_resumed_run(run: Path, epochs: int, texts: list[str]) -> None:
+    """Completed, every epoch logged once, and the lines written before each interruption kept byte for
+    byte (they hold the measured time_per_epoch, which a restarted run would not repeat)."""
+    final = (run / "metrics.jsonl").read_text()
+    for a, b in zip(texts, [*texts[1:], final]):
+        assert b.startswith(a)
     assert [json.loads(line)["epoch"] for line in final.splitlines()] == list(range(1, epochs + 1))
     summary = json.loads((run / "summary.json").read_text())
     assert (summary["status"], summary["epochs_completed"]) == ("completed", epochs)
-    folder = sweep / ".submitit" / job
-    log = (folder / f"{job}_0_log.out").read_text() + (folder / f"{job}_0_log.err").read_text()
-    assert log.count("Starting with JobEnvironment") == 3, log[-3000:]
-    assert "Caught signal SIGUSR2" in log and "Requeued job" in log
+
+
+def lines(path: Path) -> int:
+    return path.read_text().count("\n") if path.exists() else 0
+
+
+def test_stop_signals_requeue_the_jobs_and_they_resume(slurm_cluster: None, tmp_path: Path) -> None:
+    """Two sweep jobs, each stopped twice while it trains, each time once it has logged a new epoch.
+    Job 0: USR1 to the batch shell (`scancel --signal=USR1 --batch`, forwarded by the batch script), then an
+    operator's `scontrol requeue` (SIGTERM). Job 1: the time-limit signal (`--signal=USR1@180`, due at once
+    after `scontrol update TimeLimit=<run time + 2 min>`; the run is held with SIGSTOP for 35 s meanwhile,
+    slurmctld checks time limits every 30 s; the limit is restored once the job is requeued), then USR1 to
+    the job step (`scancel --signal=USR1`). Each time the run saves its checkpoint and the job comes back
+    (requeued by itself, except after `scontrol requeue`) and resumes; every epoch is logged once, the lines
+    logged before each stop are kept, and the submitter returns 0."""
+    sweep = tmp_path / "sweep"
+    metrics = [sweep / "digits" / opt / "seed1" / "metrics.jsonl" for opt in ("ramda", "proxsgd")]
+    epochs = 6
+    cmd = sweep_cmd(sweep, "optimizer=ramda,proxsgd", f"trainer.epochs={epochs}", "task.max_train_batches=10")
+    cmd += ["task.max_eval_batches=2", "hydra.launcher.signal_delay_s=180"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    releaser = Releaser(sweep)
+    frozen: dict[str, float] = {}  # job -> when to send SIGCONT
+
+    def scancel(*args: str) -> None:
+        subprocess.run(["scancel", *args], check=True)
+
+    def time_limit(job: str) -> None:
+        releaser.held.add(job)  # the limit is restored below before the requeued job may start
+        limit = minutes(job_field(job, "RunTime")) + 2
+        scancel("--signal=STOP", job)
+        subprocess.run(["scontrol", "update", f"JobId={job}", f"TimeLimit={limit}"], check=True)
+        frozen[job] = time.monotonic() + 35
+
+    stops = [
+        [lambda job: scancel("--signal=USR1", "--batch", job),
+         lambda job: subprocess.run(["scontrol", "requeue", job], check=True)],
+        [time_limit, lambda job: scancel("--signal=USR1", job)],
+    ]  # fmt: skip
+    texts: list[list[str]] = [[], []]
+    base = [0, 0]  # epoch lines when the job was first seen running after its last stop (-1: not yet)
+    deadline = time.monotonic() + 600
+    try:
+        with releaser:
+            while any(len(t) < 2 for t in texts) or releaser.held:
+                assert time.monotonic() < deadline and proc.poll() is None, f"stuck after stops {texts}"
+                time.sleep(0.1)
+                jobs = submitit_jobs(sweep)
+                for i, job in enumerate(jobs):
+                    if job in frozen and time.monotonic() > frozen[job]:
+                        del frozen[job]
+                        scancel("--signal=CONT", job)
+                    restarts = job_field(job, "Restarts")
+                    if job in releaser.held and restarts == str(len(texts[i])):
+                        subprocess.run(["scontrol", "update", f"JobId={job}", "TimeLimit=60"], check=True)
+                        releaser.held.discard(job)
+                    text = metrics[i].read_text() if metrics[i].exists() else ""
+                    running = restarts == str(len(texts[i])) and job_field(job, "JobState") == "RUNNING"
+                    if base[i] < 0 and running:
+                        base[i] = text.count("\n")
+                    if len(texts[i]) < 2 and running and 0 <= base[i] < text.count("\n"):
+                        texts[i].append(text)
+                        base[i] = -1
+                        stops[i][len(texts[i]) - 1](job)
+            out, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            cancel(sweep)
+    assert proc.returncode == 0, out[-3000:]
+    for i, job in enumerate(jobs):
+        wait_gone(job, 30)
+        assert job_field(job, "Restarts") == "2" and job_field(job, "JobState") == "COMPLETED"
+        check_resumed_run(metrics[i].parent, epochs, texts[i])
+        folder = sweep / ".submitit" / job
+        log = (folder / f"{job}_0_log.out").read_text() + (folder / f"{job}_0_log.err").read_text()
+        assert log.count("Starting with JobEnvironment") == 3, log[-3000:]
+        assert log.count(f"requeued job {job} (requeue") == (1 if i == 0 else 2), log[-3000:]
+        assert log.count("stopped by signal 10: checkpoint saved") == (1 if i == 0 else 2), log[-3000:]
+
+
+def running(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def test_stop_stops_every_daemon_start_started(slurm_cluster: None) -> None:
+    """`slurm.sh stop` ends slurmd, slurmctld and the munged that `start` launched (last test of the module:
+    the cluster stays stopped; the next module that needs it starts it again)."""
+    state = Path(os.environ.get("RAMDA_SLURM_STATE", "/var/lib/ramda-slurm"))
+    pids = {p.stem: int(p.read_text()) for p in state.glob("*.pid")}
+    assert {"slurmctld", "slurmd"} <= set(pids) and all(running(p) for p in pids.values()), pids
+    subprocess.run(["bash", str(ROOT / "scripts" / "ci" / "slurm.sh"), "stop"], check=True, timeout=120)
+    assert not [name for name, pid in pids.items() if running(pid)]
+    assert not list(state.glob("*.pid"))
+    status = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "ci" / "slurm.sh"), "status"], capture_output=True
+    )
+    assert status.returncode == 1

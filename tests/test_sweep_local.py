@@ -17,7 +17,13 @@ from ramda import tables
 
 ROOT = Path(__file__).resolve().parents[1]
 OPTS = ["--table", "demo", "--print"]
-TINY = ["trainer.epochs=1", "task.max_train_batches=4", "task.max_eval_batches=2"]
+TINY = [
+    "trainer.epochs=1",
+    "trainer.milestones=[]",
+    "trainer.momentum_start_epoch=null",
+    "task.max_train_batches=4",
+    "task.max_eval_batches=2",
+]
 
 
 def md_row(markdown: str, name: str) -> list[str]:

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import experiments
 from ramda import tables
+from ramda.tables import experiments
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -275,6 +275,11 @@ def test_truncated_metrics_line_is_ignored(tmp_path: Path) -> None:
     (d / "metrics.jsonl").write_text('{"epoch": 1}\n{oops\n{"epoch": 2}\n')
     with pytest.raises(tables.TablesError, match=r"metrics.jsonl:2: not valid JSON"):
         tables.load_local(runs)
+    warnings: list[str] = []
+    (rec,) = tables.load_local(runs, warnings)
+    assert [h["epoch"] for h in rec.history] == [1]
+    assert warnings == [f"{d / 'metrics.jsonl'}:2: not valid JSON (Expecting property name enclosed in double "
+                        "quotes); the epochs from there on are left out"]  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -297,12 +302,122 @@ def test_bad_summary_is_one_clear_line(
     edit(summary)
     bad.write_text(json.dumps(summary))
     out = tmp_path / "out"
-    assert tables.main(["--runs", str(runs), "--out", str(out), "--figures", str(tmp_path / "figs")]) == 2
+    argv = ["--runs", str(runs), "--out", str(out), "--figures", str(tmp_path / "figs")]
+    assert tables.main([*argv, "--strict"]) == 2
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
     assert captured.out == "" and len(lines) == 1 and str(bad) in lines[0]
     assert re.search(message, lines[0]), lines[0]
     assert not out.exists() and not (tmp_path / "figs").exists()
+    # Without --strict: the same line as a warning, and the table from the other run.
+    assert tables.main([*argv, "--no-figures"]) == 0
+    warning = capsys.readouterr().err.strip().splitlines()[0]
+    assert warning.startswith(f"warning: {bad}: ") and warning.endswith("; run skipped")
+    assert re.search(message, warning), warning
+    assert markdown_rows((out / "vision.md").read_text())["RAMDA"][-1] == "⚠ 1/3 seeds, 2 missing"
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "message"),
+    [
+        (lambda p: p.write_bytes(p.read_bytes().replace(b'"ramda"', b'"ram\xffda"')), "not valid UTF-8 (byte"),
+        (lambda p: p.write_text(p.read_text().replace('"metric_value": 70.0', '"metric_value": NaN')),
+         "not valid JSON (NaN is not a JSON number)"),
+        (lambda p: (p.unlink(), p.mkdir()), "not a regular file"),
+        (lambda p: p.write_text(p.read_text()[:40]), "not valid JSON (Unterminated string"),
+        (lambda p: p.write_text(p.read_text().replace('"table": "vision"', '"table": "../../x"')),
+         "'table' is '../../x'; it names files under --out, so it must be a plain name"),
+    ],
+)  # fmt: skip
+def test_unreadable_summary_is_a_warning_naming_it(
+    tmp_path: Path, corrupt, message: str, capsys: pytest.CaptureFixture
+) -> None:
+    """Invalid UTF-8, a NaN literal, a directory named summary.json, a truncated file, a table name that is a
+    path: one warning naming the file, the rest of the table built; with --strict, one error line and
+    nothing written. Nothing is ever written outside --out."""
+    runs = tmp_path / "runs"
+    write_run(runs, "vision", "ramda", 1, value=74.0)
+    write_run(runs, "vision", "ramda", 3, value=75.0)
+    bad = write_run(runs, "vision", "ramda", 2) / "summary.json"
+    corrupt(bad)
+    out = tmp_path / "a" / "b" / "out"
+    argv = ["--runs", str(runs), "--out", str(out), "--no-figures"]
+    assert tables.main([*argv, "--strict"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {bad}: ") and message in err[0], err
+    assert not out.exists()
+    assert tables.main(argv) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith(f"warning: {bad}: ") and message in err[0], err
+    assert markdown_rows((out / "vision.md").read_text())["RAMDA"][:1] == ["74.50 ± 0.71"]
+    assert sorted(p.name for p in out.iterdir()) == ["vision.csv", "vision.md", "vision.tex"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "runs"]
+
+
+def test_one_table_per_task_and_metric(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Runs of the default `adhoc` table from four tasks give four tables, each of one task and metric; runs of
+    another task in a defined table get a table of their own, with a warning."""
+    runs = tmp_path / "runs"
+    write_run(runs, "adhoc", "ramda", 1, task="digits", metric="accuracy", value=98.0)
+    write_run(runs, "adhoc", "rmda", 1, task="imagenet", metric="top1", value=75.0)
+    write_run(runs, "adhoc", "ramda", 2, task="ljspeech", metric="val_loss", value=0.44)
+    write_run(runs, "adhoc", "ramda", 3, task="wikitext103", metric="perplexity", value=25.0)
+    write_run(runs, "vision", "ramda", 1, value=74.0)
+    write_run(runs, "vision", "ramda", 2, task="digits", metric="accuracy", value=97.0)
+    out = tmp_path / "out"
+    assert tables.main(["--runs", str(runs), "--out", str(out), "--no-figures"]) == 0
+    err = capsys.readouterr().err
+    assert (
+        "warning: table 'vision' defined for task 'imagenet': its 1 run(s) of task 'digits' (accuracy) are in "
+        "a table of their own, 'vision-digits'" in err
+    )
+    names = sorted(p.stem for p in out.glob("*.md"))
+    assert names == [
+        "adhoc-digits",
+        "adhoc-imagenet",
+        "adhoc-ljspeech",
+        "adhoc-wikitext103",
+        "vision",
+        "vision-digits",
+    ]
+    for name, header, value in [
+        ("adhoc-digits", "accuracy ↑", "98.000"),
+        ("adhoc-imagenet", "top1 ↑", "75.000"),
+        ("adhoc-ljspeech", "val_loss ↓", "0.440"),
+        ("adhoc-wikitext103", "perplexity ↓", "25.000"),
+        ("vision-digits", "accuracy ↑", "97.000"),
+    ]:
+        md = (out / f"{name}.md").read_text()
+        assert f"| Optimizer | {header} |" in md
+        (row,) = markdown_rows(md).values()
+        assert row[0] == value
+    assert markdown_rows((out / "vision.md").read_text())["RAMDA"][0] == "74.00"
+    assert (
+        tables.main(["--runs", str(runs), "--out", str(tmp_path / "o2"), "--no-figures", "--table", "adhoc"])
+        == 0
+    )
+    assert len(list((tmp_path / "o2").glob("*.md"))) == 4
+
+
+def test_time_per_epoch_leaves_out_the_first_epoch(tmp_path: Path) -> None:
+    """A run's time/epoch is the median of its epochs after the first (36 s of kernel compilation in epoch 1
+    does not count); a one-epoch run keeps its only epoch; the caption says so."""
+    runs = tmp_path / "runs"
+    times = [36.0, 2.0, 3.0, 2.5, 9.0]
+    history = [{"epoch": e, "accuracy": 90.0, "time_per_epoch": t} for e, t in enumerate(times, 1)]
+    write_run(
+        runs, "demo", "ramda", 1, task="digits", metric="accuracy", value=90.0, tpe=10.5, history=history
+    )
+    write_run(runs, "demo", "rmda", 1, task="digits", metric="accuracy", value=90.0, tpe=7.0,
+              history=[{"epoch": 1, "accuracy": 90.0, "time_per_epoch": 7.0}])  # fmt: skip
+    (table,) = tables.generate(tables.load_local(runs), None, None, "demo")
+    by_opt = {r.optimizer: r for r in table.rows}
+    assert by_opt["ramda"].time_per_epoch.mean == 2.75  # median of 2, 3, 2.5, 9
+    assert by_opt["rmda"].time_per_epoch.mean == 7.0
+    assert (
+        "its first epoch (one-off warm-up: kernel compilation, torch.compile) left out"
+        in tables.to_markdown(table)
+    )
 
 
 def test_command_line(vision_runs: Path, tmp_path: Path) -> None:
@@ -420,7 +535,7 @@ def test_wandb_state_mapping() -> None:
         "accuracy",
         60.0,
     )
-    assert rec.time_per_epoch == 3.0 and rec.epochs_completed == 2
+    assert rec.time_per_epoch == 4.0 and rec.epochs_completed == 2  # epoch 1 (warm-up) left out
     assert tables.record_from_wandb(config, {}, "crashed", rows, "w").status == "failed"
     assert tables.record_from_wandb(config, {}, "running", rows, "w").status == "running"
     assert tables.record_from_wandb(config, {}, "finished", [], "w").status == "failed"

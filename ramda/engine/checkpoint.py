@@ -13,7 +13,25 @@ from ramda.engine.errors import ConfigError
 from ramda.files import atomic_write
 
 FORMAT = "ramda-checkpoint-1"
-REQUIRED = ("format", "model", "optimizer", "lr_schedule", "epoch", "step_in_epoch", "global_step", "history")
+REQUIRED = (
+    "format",
+    "model",
+    "optimizer",
+    "lr_schedule",
+    "scaler",
+    "rng",
+    "epoch",
+    "step_in_epoch",
+    "global_step",
+    "partial",
+    "history",
+    "config",
+)
+# Keys inside the nested entries (the epoch's running sums and each RNG state).
+NESTED = {
+    "partial": ("loss_sum", "batches", "train_time", "solver_sum", "solver_steps"),
+    "rng": ("python", "python_version", "numpy", "torch"),
+}
 
 
 def save(state: dict[str, Any], path: Path) -> None:
@@ -31,12 +49,29 @@ def load(path: Path) -> dict[str, Any]:
     except Exception as err:  # torch raises several types for truncated or foreign files
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(str(path), f"not a readable checkpoint ({reason[:160]})", _fix_hint(path)) from err
-    missing = [k for k in REQUIRED if not isinstance(state, dict) or k not in state]
-    if missing or state.get("format") != FORMAT:
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ConfigError(str(path), f"not a {FORMAT} file (no 'format': '{FORMAT}')", _fix_hint(path))
+    missing = [k for k in REQUIRED if k not in state]
+    for key, inner in NESTED.items():
+        if key in state:
+            entry = state[key]
+            missing += [f"{key}.{k}" for k in inner if not isinstance(entry, dict) or k not in entry]
+    if missing:
         raise ConfigError(
-            str(path), f"not a {FORMAT} file (missing {', '.join(missing) or 'format'})", _fix_hint(path)
+            str(path), f"an incomplete checkpoint (missing {', '.join(missing)})", _fix_hint(path)
         )
     return state
+
+
+def misfit(path: Path, err: Exception) -> ConfigError:
+    """The error for a checkpoint whose tensors do not fit the model or optimizer built from the config."""
+    text = str(err).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    detail = next((line for line in lines if "size mismatch" in line or "Missing key" in line), None)
+    reason = (detail or (lines[0] if lines else type(err).__name__))[:200]
+    return ConfigError(
+        str(path), f"does not fit the model and optimizer of this config ({reason})", _fix_hint(path)
+    )
 
 
 def _fix_hint(path: Path) -> str:

@@ -132,11 +132,6 @@ def close(env: RunEnv, wait: bool = True) -> None:
         dist.barrier()
 
 
-def barrier(env: RunEnv) -> None:
-    if env.distributed:
-        dist.barrier()
-
-
 def all_reduce(values: Sequence[float], op: str, env: RunEnv) -> list[float]:
     """Element-wise ``sum`` or ``max`` of ``values`` over the ranks (float64; the identity for one process)."""
     if not env.distributed:

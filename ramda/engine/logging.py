@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import netrc
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ramda.files import atomic_write
+from ramda.engine import checkpoint as ckpt
+from ramda.engine.errors import OutputError
+from ramda.files import atomic_write, fsync_dir
 
 
 def _clean(value: Any) -> Any:
-    """JSON-safe: non-finite floats become null (strict JSON has no NaN)."""
+    """JSON-safe: a non-finite float becomes the string ``"nan"``, ``"inf"`` or ``"-inf"`` (strict JSON has no
+    NaN), so that it is recorded as what it was."""
     if isinstance(value, float) and not math.isfinite(value):
-        return None
+        return str(value)
     if isinstance(value, dict):
         return {k: _clean(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -24,10 +29,29 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def _nonfinite(value: Any) -> bool:
+    return isinstance(value, float) and not math.isfinite(value)
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """Turn a failed write (disk full, read-only file system) into one :class:`OutputError` line."""
+    try:
+        yield
+    except OSError as err:
+        raise OutputError(
+            str(path),
+            f"cannot write ({err.strerror or err})",
+            "the last checkpoint is kept: free space or fix the file system, then run the same command to resume",
+        ) from None
+
+
 class RunFiles:
     """``config.yaml``, ``metrics.jsonl`` (one line per epoch), ``summary.json`` and ``checkpoint.pt`` of a run.
 
-    Only the main process writes (``enabled``); every write of a whole file is atomic.
+    Only the main process writes (``enabled``); every write of a whole file is atomic. A checkpoint is first
+    written as ``.checkpoint.next.pt`` and becomes ``checkpoint.pt`` (:meth:`promote`) once its parameters are
+    known to be good, so ``checkpoint.pt`` is always the last good one.
     """
 
     def __init__(self, run_dir: Path, enabled: bool = True) -> None:
@@ -37,20 +61,23 @@ class RunFiles:
         self.metrics = run_dir / "metrics.jsonl"
         self.summary = run_dir / "summary.json"
         self.checkpoint = run_dir / "checkpoint.pt"
+        self.pending = run_dir / ".checkpoint.next.pt"
 
     def write_config(self, yaml_text: str) -> None:
         if self.enabled:
-            atomic_write(self.config, lambda f: f.write(yaml_text.encode()))
+            with _writing(self.config):
+                atomic_write(self.config, lambda f: f.write(yaml_text.encode()))
 
     def rewrite_metrics(self, history: list[dict[str, Any]]) -> None:
         """Make ``metrics.jsonl`` hold exactly ``history`` (heals a line written after the last checkpoint)."""
         if self.enabled:
             text = "".join(json.dumps(_clean(r)) + "\n" for r in history)
-            atomic_write(self.metrics, lambda f: f.write(text.encode()))
+            with _writing(self.metrics):
+                atomic_write(self.metrics, lambda f: f.write(text.encode()))
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         if self.enabled:
-            with open(self.metrics, "a") as f:
+            with _writing(self.metrics), open(self.metrics, "a") as f:
                 f.write(json.dumps(_clean(record)) + "\n")
                 f.flush()
                 os.fsync(f.fileno())
@@ -58,7 +85,26 @@ class RunFiles:
     def write_summary(self, summary: dict[str, Any]) -> None:
         if self.enabled:
             text = json.dumps(_clean(summary), indent=2) + "\n"
-            atomic_write(self.summary, lambda f: f.write(text.encode()))
+            with _writing(self.summary):
+                atomic_write(self.summary, lambda f: f.write(text.encode()))
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        """Write ``state`` as the pending checkpoint (see :meth:`promote`)."""
+        if self.enabled:
+            with _writing(self.checkpoint):
+                ckpt.save(state, self.pending)
+
+    def promote(self) -> None:
+        """The pending checkpoint becomes ``checkpoint.pt`` (one rename)."""
+        if self.enabled and self.pending.is_file():
+            with _writing(self.checkpoint):
+                os.replace(self.pending, self.checkpoint)
+                fsync_dir(self.dir)
+
+    def discard(self) -> None:
+        """Drop the pending checkpoint (its parameters gave a non-finite loss)."""
+        if self.enabled:
+            self.pending.unlink(missing_ok=True)
 
 
 def wandb_mode(mode: str) -> str:
@@ -103,7 +149,8 @@ class WandbLogger:
         return self.run.id
 
     def log(self, record: dict[str, Any]) -> None:
-        self.run.log(_clean({k: v for k, v in record.items() if v is not None}), step=record["epoch"])
+        finite = {k: v for k, v in record.items() if v is not None and not _nonfinite(v)}
+        self.run.log(finite, step=record["epoch"])
 
     def finish(self, summary: dict[str, Any], exit_code: int = 0) -> None:
         for key, value in _clean(summary).items():

@@ -18,6 +18,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 
 from ramda.config import UNAVAILABLE_TASKS
 from ramda.engine.errors import ConfigError
+from ramda.engine.rundir import check_job_dir
 from ramda.engine.validate import validate
 
 # Hydra flags after which the application does not run (help, config printing, completion).
@@ -36,6 +37,8 @@ NO_RUN_FLAGS = (
     "--resolve",
 )
 MAX_JOBS = 256
+# Config groups every run needs one option of (``~group`` would remove it).
+REQUIRED_GROUPS = ("task", "optimizer", "regularizer", "logger", "trainer")
 
 
 def _split_argv(argv: Sequence[str]) -> tuple[list[str], bool, bool]:
@@ -101,6 +104,28 @@ def _valid_keys(full_key: str, overrides: Sequence[str]) -> str:
         return "see python train.py --cfg job"
 
 
+def _check_overrides(overrides: Sequence[str]) -> None:
+    """Every override names a key, and one that picks a config group's option gives an option's name: Hydra
+    itself raises a ``ValueError`` with a traceback for ``=3``, ``optimizer=1`` or ``optimizer=null``."""
+    loader = GlobalHydra.instance().config_loader()
+    for o in OverridesParser.create().parse_overrides(list(overrides)):
+        key = o.key_or_group
+        if not key:
+            raise ConfigError(
+                o.input_line, "no key before '='", "valid: key=value, group=option, or +key=value"
+            )
+        options = loader.get_group_options(key) if loader.repository.group_exists(key) else []
+        if not options:
+            continue
+        if o.is_delete() and key in REQUIRED_GROUPS:
+            raise ConfigError(key, "cannot be removed", "valid: " + ", ".join(options))
+        values = list(o.sweep_iterator()) if o.is_sweep_override() else [o.value()]
+        for value in values:
+            if not isinstance(value, str):
+                shown = "null" if value is None else repr(value)
+                raise ConfigError(key, f"{shown} is not an option", "valid: " + ", ".join(options))
+
+
 def _jobs(overrides: list[str], multirun: bool) -> list[list[str]]:
     """The override lists of every job: one for a single run, the sweep's cartesian product with ``-m``."""
     if not multirun:
@@ -133,14 +158,17 @@ def preflight(argv: Sequence[str], config_dir: str, tasks: Sequence[str]) -> Non
         return
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir, version_base="1.3"):
+        _check_overrides(overrides)
         try:
             jobs = _jobs(overrides, multirun)
-        except (HydraException, OmegaConfBaseException) as err:
+        except (HydraException, OmegaConfBaseException, ValueError) as err:
             raise _explain(err, overrides) from err
         for job in jobs:
+            _check_overrides(job)
             try:
                 cfg = compose("train", overrides=job)
-            except (HydraException, OmegaConfBaseException) as err:
+            except (HydraException, OmegaConfBaseException, ValueError) as err:
                 raise _explain(err, job) from err
             validate(cfg, tasks)
+        check_job_dir(compose("train", overrides=jobs[0], return_hydra_config=True), multirun)
     GlobalHydra.instance().clear()

@@ -20,14 +20,17 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from ramda.config import OPTIMIZERS
 from ramda.engine import checkpoint as ckpt
 from ramda.engine import distributed
 from ramda.engine.build import build_optimizer, build_schedules
 from ramda.engine.env import seed_everything
-from ramda.engine.errors import ConfigError, NonFiniteLossError, Preempted
+from ramda.engine.errors import ConfigError, NonFiniteLossError, OutputError, Preempted
 from ramda.engine.logging import Console, RunFiles, WandbLogger
+from ramda.engine.rundir import RunLock, remove_stale_writes
 from ramda.engine.signals import StopRequest
 from ramda.files import atomic_write
+from ramda.optim.schedules import StageWiseLR
 from ramda.structure import sparsity_report
 from ramda.tasks import task_module
 
@@ -85,6 +88,18 @@ def _momentum(optimizer: torch.optim.Optimizer) -> float | None:
     return None
 
 
+def _check_optimizer_shapes(optimizer: torch.optim.Optimizer) -> None:
+    """Raise ``ValueError`` when a loaded per-parameter state tensor does not have its parameter's shape
+    (``load_state_dict`` checks only the number of parameters)."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            for key, value in optimizer.state.get(p, {}).items():
+                if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != p.shape:
+                    raise ValueError(
+                        f"size mismatch for optimizer state '{key}': {tuple(value.shape)} != {tuple(p.shape)}"
+                    )
+
+
 class Trainer:
     """One run of one config in one run directory. :meth:`run` returns the summary it wrote."""
 
@@ -114,6 +129,7 @@ class Trainer:
         if mode == "never" or (mode == "auto" and not existing):
             return None
         path = self.files.checkpoint if mode == "auto" else Path(mode)
+        self.resume_path = path
         state = ckpt.load(path)
         mismatch = _config_mismatch(state.get("config", {}), self.config_dict)
         if mismatch:
@@ -128,6 +144,8 @@ class Trainer:
     def run(self) -> dict[str, Any]:
         """Join the process group when launched by torchrun/srun, train, leave it (every rank together)."""
         self.env = distributed.setup(self.cfg.trainer.device, self.cfg.seed, self.cfg.trainer.threads)
+        self.lock: RunLock | None = None
+        self.started = False  # past the checks: the run writes its directory
         together = False
         try:
             summary = self._run()
@@ -138,6 +156,8 @@ class Trainer:
             raise
         finally:
             distributed.close(self.env, wait=together)
+            if self.lock is not None:
+                self.lock.release(remove=self.started)
 
     def _run(self) -> dict[str, Any]:
         state = self._open_run_dir()
@@ -151,6 +171,16 @@ class Trainer:
         env = self.env
         self.run_dir = distributed.rank0_run_dir(self.run_dir, env)
         self.files = RunFiles(self.run_dir, enabled=env.is_main)
+        error = None
+        if env.is_main:  # one process per run directory, from before the checkpoint is read to the end
+            try:
+                self.lock = RunLock(self.run_dir)
+                remove_stale_writes(self.run_dir)
+            except ConfigError as err:
+                error = err
+        errors = [e for e in distributed.all_gather(error, env) if e is not None]
+        if errors:
+            raise errors[0]
         state = self._resume_state()
         steps = distributed.all_gather(-1 if state is None else state["global_step"], env)
         if len(set(steps)) > 1:
@@ -178,7 +208,7 @@ class Trainer:
         if cfg.trainer.channels_last and env.device.type == "cuda":
             model.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(cfg, model)
-        self.lr_schedule, self.momentum_schedule = build_schedules(cfg, self.optimizer)
+        self.lr_schedule, self.momentum_schedule = build_schedules(cfg, self.optimizer, self._total_steps())
         self.scaler = torch.amp.GradScaler(env.device.type, enabled=cfg.trainer.precision == "fp16")
         parallel = distributed.wrap(model, env, cfg.trainer.sync_batchnorm)
         self.step_model = torch.compile(parallel) if cfg.trainer.compile else parallel
@@ -198,17 +228,22 @@ class Trainer:
         self.wandb_id: str | None = None
         if state is None:
             return
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.lr_schedule.load_state_dict(state["lr_schedule"])
-        if self.momentum_schedule is not None and state.get("momentum_schedule"):
-            self.momentum_schedule.load_state_dict(state["momentum_schedule"])
-        self.scaler.load_state_dict(state["scaler"])
-        rngs = state.get("rng_ranks") or [state["rng"]]
-        if env.rank < len(rngs):
-            ckpt.set_rng_state(rngs[env.rank])
-        else:  # a rank the saving run did not have (resumed on more processes)
-            seed_everything(distributed.rank_seed(self.cfg.seed + state["global_step"], env.rank))
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            _check_optimizer_shapes(self.optimizer)
+            self.lr_schedule.load_state_dict(state["lr_schedule"])
+            if self.momentum_schedule is not None and state.get("momentum_schedule"):
+                self.momentum_schedule.load_state_dict(state["momentum_schedule"])
+            self.scaler.load_state_dict(state["scaler"])
+            self.task.load_state_dict(state.get("task_ranks") or [{}])
+            rngs = state.get("rng_ranks") or [state["rng"]]
+            if env.rank < len(rngs):
+                ckpt.set_rng_state(rngs[env.rank])
+            else:  # a rank the saving run did not have (resumed on more processes)
+                seed_everything(distributed.rank_seed(self.cfg.seed + state["global_step"], env.rank))
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as err:
+            raise ckpt.misfit(self.resume_path, err) from None
         self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
         self.global_step, self.history = state["global_step"], list(state["history"])
         self.tally = EpochTally(**state["partial"])  # per global step: the same on every rank
@@ -218,8 +253,12 @@ class Trainer:
     def _open_outputs(self, state: dict[str, Any] | None) -> None:
         """``config.yaml``, the console, W&B and the ``running`` summary."""
         cfg, env = self.cfg, self.env
+        self.started = True
         self.files.write_config(OmegaConf.to_yaml(self.config_dict))
-        self.console = Console(cfg.trainer.progress, env.is_main, cfg.trainer.epochs)
+        epochs = cfg.trainer.epochs
+        if cfg.trainer.max_steps > 0:  # the epochs a step-counted run reaches into
+            epochs = math.ceil(cfg.trainer.max_steps / self.task.num_train_batches())
+        self.console = Console(cfg.trainer.progress, env.is_main, epochs)
         self.wandb = None
         if cfg.logger.name == "wandb" and env.is_main:
             name = f"{cfg.task.name}-{cfg.optimizer.name}-seed{cfg.seed}"
@@ -238,18 +277,25 @@ class Trainer:
         try:
             with StopRequest() as stop:
                 self._train(stop)
+            self._promote()
         except NonFiniteLossError as err:
-            summary = self.summary("failed", error=str(err))
-            self.files.write_summary(summary)
-            self._finish(summary, exit_code=1)
+            if err.key == "train_loss":
+                self.files.discard()  # its weights gave the non-finite loss
+            else:
+                self._promote()  # finite weights (an evaluation metric overflowed): the epoch's training
+            self._fail(str(err))
             raise
         except Preempted:
             self._finish(self.summary("running"), exit_code=1)
             raise
-        except Exception as err:  # any other failure: record it, keep the last checkpoint, re-raise
-            summary = self.summary("failed", error=f"{type(err).__name__}: {err}")
-            self.files.write_summary(summary)
-            self._finish(summary, exit_code=1)
+        except OutputError as err:  # disk full: the last checkpoint stays; record the failure if possible
+            with contextlib.suppress(OutputError):
+                self._fail(str(err))
+            raise
+        except Exception as err:  # any other failure: keep what was trained, record it, re-raise
+            with contextlib.suppress(OutputError):
+                self._promote()
+            self._fail(f"{type(err).__name__}: {err}")
             raise
         finally:
             self.console.close()
@@ -261,6 +307,13 @@ class Trainer:
             path = self.run_dir / f"replica_rank{self.env.rank}.pt"
             atomic_write(path, lambda f: torch.save(replica, f))
         return summary
+
+    def _fail(self, error: str) -> None:
+        summary = self.summary("failed", error=error)
+        try:
+            self.files.write_summary(summary)
+        finally:
+            self._finish(summary, exit_code=1)
 
     def _finish(self, summary: dict[str, Any], exit_code: int = 0) -> None:
         if self.wandb is not None:
@@ -274,14 +327,29 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.env.device.type, dtype=dtype)
 
+    def _total_steps(self) -> int:
+        """The run's optimizer steps: ``trainer.max_steps``, or epochs × batches per epoch."""
+        tr = self.cfg.trainer
+        return tr.max_steps if tr.max_steps > 0 else tr.epochs * self.task.num_train_batches()
+
+    def _finished(self) -> bool:
+        tr = self.cfg.trainer
+        return self.global_step >= tr.max_steps if tr.max_steps > 0 else self.epoch >= tr.epochs
+
     def _train(self, stop: StopRequest) -> None:
         cfg = self.cfg
         every = cfg.trainer.checkpoint_every_steps
         log_every = cfg.trainer.log_every_steps
+        eval_every = cfg.trainer.eval_every_steps
+        by_steps = cfg.trainer.max_steps > 0
         n_batches = self.task.num_train_batches()
+        if by_steps and n_batches == 0:
+            raise RuntimeError(
+                f"task {cfg.task.name} has no training batches: trainer.max_steps cannot be reached"
+            )
         self.signum: int | None = None
         self.console.start(self.epoch)
-        while self.epoch < cfg.trainer.epochs:
+        while not self._finished():
             epoch = self.epoch
             self.task.on_epoch_start(epoch)
             self.step_model.train()
@@ -298,13 +366,25 @@ class Trainer:
                     )
                 if self.signum is not None:
                     self._save()
+                    self._promote()
                     raise Preempted(self.signum, str(self.files.checkpoint))
-                if every and self.global_step % every == 0 and self.step_in_epoch < n_batches:
+                last = self._finished()
+                periodic = eval_every and self.global_step % eval_every == 0
+                if (periodic and (by_steps or self.step_in_epoch < n_batches)) or (by_steps and last):
+                    self._save()  # the training is kept even if the evaluation fails
+                    self._record(epoch_end=False)
+                elif every and self.global_step % every == 0 and self.step_in_epoch < n_batches:
                     self._save()
+                if last:
+                    break
                 tick = time.perf_counter()
-            self._end_epoch(epoch)
+            if self.step_in_epoch == n_batches and n_batches > 0:
+                self._save()  # the epoch's training is kept even if its evaluation fails
+            if self.step_in_epoch >= n_batches:
+                self._end_epoch(record=not by_steps)
             _, self.signum = distributed.agree(False, stop.signum, self.env)
             if self.signum is not None:
+                self._promote()
                 raise Preempted(self.signum, str(self.files.checkpoint))
 
     def _step(self, batch: Any, stop: StopRequest) -> float:
@@ -318,8 +398,14 @@ class Trainer:
         if nonfinite:
             checkpoint = str(self.files.checkpoint) if self.files.checkpoint.is_file() else ""
             raise NonFiniteLossError(
-                self.epoch + 1, self.step_in_epoch + 1, self.global_step + 1, value, checkpoint
+                self.epoch + 1,
+                self.step_in_epoch + 1,
+                self.global_step + 1,
+                value,
+                checkpoint,
+                precision=self.cfg.trainer.precision,
             )
+        self.files.promote()  # the pending checkpoint's parameters just gave a finite loss
         opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.task.cfg.grad_clip > 0:
@@ -327,11 +413,8 @@ class Trainer:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.task.cfg.grad_clip)
         self.scaler.step(opt)
         self.scaler.update()
-        if self.momentum_schedule is not None:
-            self.momentum_schedule.step(self.epoch)
-        solver = getattr(opt, "solver_iterations", None)
-        if solver is not None:
-            iters = solver()
+        if OPTIMIZERS[self.cfg.optimizer.name].solver:
+            iters = opt.solver_iterations()
             if math.isfinite(iters):
                 self.tally.solver_sum += iters
                 self.tally.solver_steps += 1
@@ -339,15 +422,45 @@ class Trainer:
         self.tally.batches += 1
         self.step_in_epoch += 1
         self.global_step += 1
+        self._schedule_step()
         return value
 
-    def _end_epoch(self, epoch: int) -> None:
+    def _schedule_step(self) -> None:
+        """After every optimizer step: the momentum schedule and, when counted in steps, the lr schedule,
+        with the tick the authors' scripts pass (the epoch, or the number of steps taken; see
+        :mod:`ramda.optim.schedules`). A cosine schedule steps here in every mode."""
+        by_steps = self.cfg.trainer.max_steps > 0
+        tick = self.global_step if by_steps else self.epoch
+        if self.momentum_schedule is not None:
+            self.momentum_schedule.step(tick)
+        if isinstance(self.lr_schedule, StageWiseLR):
+            if by_steps:
+                self.lr_schedule.step(tick)
+        else:
+            self.lr_schedule.step()
+
+    def _end_epoch(self, record: bool) -> None:
+        """The epoch's last step was taken: a metrics row (epoch-counted runs) or just the move to the next
+        epoch (its checkpoint is written)."""
+        if record:
+            self._record(epoch_end=True)
+            return
+        self.epoch, self.step_in_epoch = self.epoch + 1, 0
+        self._save()
+        self.console.end_epoch()
+
+    def _record(self, epoch_end: bool) -> None:
+        """Evaluate (in full precision, whatever ``trainer.precision`` trains in), append a metrics row for the
+        steps since the previous one, checkpoint. At an epoch end of an epoch-counted run, also the lr
+        schedule's tick and the move to the next epoch."""
+        epoch = self.epoch
         self.step_model.eval()
-        with torch.no_grad(), self._autocast():
+        with torch.no_grad():
             metrics = self.task.evaluate(self.eval_model)
         self.step_model.train()
         if self.task.metric not in metrics:
             raise RuntimeError(f"task {self.cfg.task.name}: evaluate() did not return '{self.task.metric}'")
+        value = float(metrics[self.task.metric])
         tally = self._global_tally()
         record: dict[str, Any] = {
             "epoch": epoch + 1,
@@ -358,24 +471,52 @@ class Trainer:
             "lr": float(self.optimizer.param_groups[0]["lr"]),
             "momentum": _momentum(self.optimizer),
             "solver_iters": tally.solver_sum / tally.solver_steps if tally.solver_steps else None,
-            "time_per_epoch": tally.train_time,
+            "time_per_epoch": self._epoch_time(tally, epoch_end),
         }
-        self.lr_schedule.step()
         self.history.append(record)
-        self.epoch, self.step_in_epoch, self.tally = epoch + 1, 0, EpochTally()
-        self._save()
+        self.tally = EpochTally()
+        if epoch_end:
+            if isinstance(self.lr_schedule, StageWiseLR):
+                self.lr_schedule.step(epoch)
+            self.epoch, self.step_in_epoch = epoch + 1, 0
+        if math.isfinite(value):
+            self._save()
         self.files.append_metrics(record)
-        self.files.write_summary(self.summary("running"))
         if self.wandb is not None:
             self.wandb.log(record)
-        self.console.end_epoch()
+        if epoch_end:
+            self.console.end_epoch()
         self.console.print(self._epoch_line(record))
+        if not math.isfinite(
+            value
+        ):  # recorded as such; the run fails, keeping the epoch's trained checkpoint
+            raise NonFiniteLossError(
+                epoch + 1,
+                0 if epoch_end else self.step_in_epoch,
+                self.global_step,
+                value,
+                str(self.files.checkpoint),
+                key=self.task.metric,
+                precision=self.cfg.trainer.precision,
+            )
+        self.files.write_summary(self.summary("running"))
+
+    def _epoch_time(self, tally: EpochTally, epoch_end: bool) -> float:
+        """The training time of an epoch: the measured one at an epoch end, else the period's time scaled
+        to an epoch's steps (rows of step-counted runs, comparable with the papers' time per epoch)."""
+        if epoch_end or not tally.batches:
+            return tally.train_time
+        return tally.train_time * self.task.num_train_batches() / tally.batches
 
     def _epoch_line(self, r: dict[str, Any]) -> str:
         metric = self.task.metric
         solver = f" | solver it {r['solver_iters']:.1f}" if r["solver_iters"] is not None else ""
+        tr = self.cfg.trainer
+        where = f"epoch {r['epoch']}/{tr.epochs}"
+        if tr.max_steps > 0 or tr.eval_every_steps > 0:
+            where = f"epoch {r['epoch']} step {r['step']}" + (f"/{tr.max_steps}" if tr.max_steps > 0 else "")
         return (
-            f"epoch {r['epoch']}/{self.cfg.trainer.epochs} | loss {r['train_loss']:.4f} | {metric} "
+            f"{where} | loss {r['train_loss']:.4f} | {metric} "
             f"{r[metric]:.2f} | sparsity {100 * r['weighted_group_sparsity']:.2f}% (groups "
             f"{100 * r['group_sparsity']:.2f}%, entries {100 * r['unstructured_sparsity']:.2f}%) | "
             f"lr {r['lr']:.3g}{solver} | {r['time_per_epoch']:.2f} s/epoch"
@@ -400,18 +541,43 @@ class Trainer:
             round(solver_steps / world),
         )
 
+    def _promote(self) -> None:
+        """The pending checkpoint (finite weights, see :meth:`_save`) becomes ``checkpoint.pt``."""
+        self.files.promote()
+
+    def _check_finite_weights(self) -> None:
+        """Raise :class:`NonFiniteLossError` naming the first parameter or buffer that is NaN or infinite."""
+        for name, t in self.model.state_dict().items():
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                value = float(t[~torch.isfinite(t)].flatten()[0])
+                checkpoint = str(self.files.checkpoint) if self.files.checkpoint.is_file() else ""
+                raise NonFiniteLossError(
+                    self.epoch + 1,
+                    self.step_in_epoch,
+                    self.global_step,
+                    value,
+                    checkpoint,
+                    key=f"model.{name}",
+                    precision=self.cfg.trainer.precision,
+                )
+
     def _save(self) -> None:
-        """Write the checkpoint (rank 0); every rank takes part (the epoch's tally and each rank's RNG state)."""
+        """Write the pending checkpoint (rank 0); every rank takes part (the epoch's tally and each rank's RNG
+        state). Non-finite weights are never written; a checkpoint becomes ``checkpoint.pt`` once its weights have
+        given a finite loss (:meth:`_step`)."""
+        self._check_finite_weights()
         partial = asdict(self._global_tally())
         rngs = distributed.all_gather(ckpt.rng_state(), self.env)
+        tasks = distributed.all_gather(self.task.state_dict(), self.env)
         if not self.env.is_main:
             return
-        ckpt.save(
+        self.files.save_checkpoint(
             {
                 "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "lr_schedule": self.lr_schedule.state_dict(),
                 "momentum_schedule": self.momentum_schedule.state_dict() if self.momentum_schedule else None,
+                "task_ranks": tasks,
                 "scaler": self.scaler.state_dict(),
                 "rng": rngs[0],
                 **({"rng_ranks": rngs} if self.env.distributed else {}),
@@ -422,8 +588,7 @@ class Trainer:
                 "history": self.history,
                 "config": self.config_dict,
                 "wandb_id": self.wandb.id if self.wandb is not None else None,
-            },
-            self.files.checkpoint,
+            }
         )
 
     def summary(self, status: str, error: str | None = None) -> dict[str, Any]:

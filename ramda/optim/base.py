@@ -12,7 +12,7 @@ from torch.optim import Optimizer
 
 from ramda.kernels import numba_available, triton_available
 from ramda.kernels.gpu import fused_supported as gpu_supported
-from ramda.regularizers import Regularizer, get_regularizer
+from ramda.regularizers import Regularizer, check_lam, get_regularizer
 from ramda.solver import STOP_MODES, default_stop
 
 
@@ -78,13 +78,12 @@ class RegularizedOptimizer(Optimizer):
         lr = group["lr"]
         if isinstance(lr, Tensor) and lr.numel() != 1:
             raise ValueError(f"lr as a tensor must have exactly one element, got shape {tuple(lr.shape)}")
-        if lr < 0.0:
+        if not lr >= 0.0:  # NaN fails this too
             raise ValueError(f"lr must be >= 0, got {float(lr)}")
-        if group["lam"] < 0.0:
-            raise ValueError(f"lam (λ) must be >= 0, got {group['lam']}")
+        check_lam(group["lam"])
         if "momentum" in group:
             _check_momentum(group["momentum"])
-        if "eps" in group and group["eps"] < 0.0:
+        if "eps" in group and not group["eps"] >= 0.0:
             raise ValueError(f"eps must be >= 0, got {group['eps']}")
         if "stop" in group and group["stop"] is not None and group["stop"] not in STOP_MODES:
             raise ValueError(f"stop must be one of {', '.join(STOP_MODES)} or None, got '{group['stop']}'")

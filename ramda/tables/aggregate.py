@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from experiments import Experiment, PaperRow, order_key
-from experiments import get as get_experiment
-from experiments import names as experiment_names
-
+from .experiments import Experiment, PaperRow, order_key
+from .experiments import get as get_experiment
+from .experiments import names as experiment_names
 from .records import RunRecord
 
 
@@ -75,22 +75,53 @@ class Table:
 
 
 def _adhoc_experiment(name: str, records: Sequence[RunRecord]) -> Experiment:
-    """A definition for a table with no entry in ``experiments``: labels from the runs themselves."""
-    metrics = sorted({r.metric for r in records})
+    """A definition for a table with no entry in ``experiments``: labels from its runs (one task, one
+    metric: see :func:`groups`)."""
     hib = next((r.higher_is_better for r in records if r.higher_is_better is not None), True)
+    metric = records[0].metric if records else "metric"
     return Experiment(
         name=name,
         title=name,
-        task=",".join(sorted({r.task for r in records})),
+        task=records[0].task if records else "",
         optimizers=tuple(sorted({r.optimizer for r in records}, key=order_key)),
         seeds=(),
-        metric=metrics[0] if metrics else "metric",
-        metric_label=metrics[0] if len(metrics) == 1 else "metric",
+        metric=metric,
+        metric_label=metric,
         higher_is_better=bool(hib),
         metric_digits=3,
         sparsity_digits=1,
         time_digits=2,
     )
+
+
+def _defined(name: str) -> Experiment | None:
+    try:
+        return get_experiment(name)
+    except KeyError:
+        return None
+
+
+def groups(records: Sequence[RunRecord]) -> dict[str, list[RunRecord]]:
+    """The runs of each table to build: one table per (``table``, task, metric), so that no table mixes
+    tasks or metrics. A group keeps its ``table`` name when it is that table's defined task and metric, or
+    when an undefined table has runs of one task and metric only; otherwise it is ``<table>-<task>`` (and
+    ``-<metric>`` when that task's runs report several metrics). Defined tables first, in their order."""
+    by_key: dict[tuple[str, str, str], list[RunRecord]] = {}
+    for r in records:
+        by_key.setdefault((r.table, r.task, r.metric), []).append(r)
+    named: dict[str, list[RunRecord]] = {}
+    for table, task, metric in sorted(by_key):
+        exp = _defined(table)
+        keys = [k for k in by_key if k[0] == table]
+        if (exp is not None and (task, metric) == (exp.task, exp.metric)) or (exp is None and len(keys) == 1):
+            name = table
+        elif sum(k[1] == task for k in keys) == 1:
+            name = f"{table}-{task}"
+        else:
+            name = f"{table}-{task}-{re.sub(r'[^A-Za-z0-9_.+-]', '_', metric)}"
+        named.setdefault(name, []).extend(by_key[(table, task, metric)])
+    order = {n: i for i, n in enumerate(experiment_names())}
+    return dict(sorted(named.items(), key=lambda kv: (order.get(kv[1][0].table, len(order)), kv[0])))
 
 
 def _pick(runs: Sequence[RunRecord]) -> RunRecord:
@@ -101,19 +132,17 @@ def _pick(runs: Sequence[RunRecord]) -> RunRecord:
 
 
 def build_table(name: str, records: Sequence[RunRecord]) -> Table:
-    """The table ``name`` from the runs of that table (others in ``records`` are ignored)."""
-    mine = [r for r in records if r.table == name]
-    try:
-        exp = get_experiment(name)
-    except KeyError:
-        exp = _adhoc_experiment(name, mine)
+    """The table ``name`` (a name of :func:`groups`, or a defined table without runs) from ``records``."""
+    mine = groups(records).get(name, [])
+    exp = _defined(name) or _adhoc_experiment(name, mine)
     warnings = []
-    tasks = sorted({r.task for r in mine})
-    if tasks and tasks != [exp.task]:
-        warnings.append(f"table '{name}' is defined for task '{exp.task}' but has runs of task(s) {tasks}")
-    other_metric = sorted({r.metric for r in mine if r.metric != exp.metric})
-    if other_metric:
-        warnings.append(f"table '{name}' reports '{exp.metric}' but some runs report {other_metric}")
+    if mine and mine[0].table != name:
+        defined = _defined(mine[0].table)
+        what = f"defined for task '{defined.task}'" if defined else "has runs of several tasks or metrics"
+        warnings.append(
+            f"table '{mine[0].table}' {what}: its {len(mine)} run(s) of task '{mine[0].task}' "
+            f"({mine[0].metric}) are in a table of their own, '{name}'"
+        )
     optimizers = sorted(set(exp.optimizers) | {r.optimizer for r in mine}, key=order_key)
     rows = []
     for opt in optimizers:
@@ -155,7 +184,5 @@ def build_table(name: str, records: Sequence[RunRecord]) -> Table:
 
 
 def table_names(records: Sequence[RunRecord]) -> list[str]:
-    """Tables that have runs: the defined ones in their order, then the others by name."""
-    found = {r.table for r in records}
-    defined = [n for n in experiment_names() if n in found]
-    return defined + sorted(found - set(defined))
+    """Tables that have runs (see :func:`groups`): the defined ones in their order, then the others by name."""
+    return list(groups(records))

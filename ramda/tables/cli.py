@@ -1,12 +1,15 @@
 """``make tables``: from run directories (or a W&B project) to the paper's tables and per-epoch curves.
 
 ``python -m ramda.tables [--runs results/runs] [--out results/tables] [--figures results/figures]
-[--table NAME] [--print] [--source local|wandb] [--wandb-project [ENTITY/]PROJECT]``
+[--table NAME] [--print] [--strict] [--source local|wandb] [--wandb-project [ENTITY/]PROJECT]``
 
-Every run is one ``summary.json`` (+ ``metrics.jsonl``) found anywhere under ``--runs``. Runs are grouped by
-``table`` and ``optimizer``; each cell of a table is the mean ± sample standard deviation (ddof = 1,
+Every run is one ``summary.json`` (+ ``metrics.jsonl``) found anywhere under ``--runs``; one that cannot be
+read (not UTF-8, not JSON, ``NaN``, truncated, a directory) is a warning naming the file and is skipped
+(``--strict``: an error). Runs are grouped by ``table``, task and metric (one table each: a table never mixes
+tasks or metrics), then by ``optimizer``; each cell of a table is the mean ± sample standard deviation (ddof = 1,
 s = √(Σ (xᵢ − x̄)² / (n − 1))) over the seeds whose run completed. Failed, still-running and missing seeds are
-counted and shown in the row's ``Runs`` column, never averaged in. Per table it writes ``<table>.md``,
+counted and shown in the row's ``Runs`` column, never averaged in. A run's time/epoch is the median of its
+epochs after the first (the first holds one-off warm-up such as kernel compilation). Per table it writes ``<table>.md``,
 ``<table>.tex``, ``<table>.csv`` and the figure ``<table>.png`` (task metric and weighted group sparsity
 against epoch, one line per optimizer: the mean over seeds with a mean ± std band).
 """
@@ -19,9 +22,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from experiments import names as experiment_names
-
-from .aggregate import Table, build_table, table_names
+from .aggregate import Table, build_table, groups, table_names
+from .experiments import names as experiment_names
 from .plots import plot
 from .records import RunRecord, TablesError, load_local, load_wandb
 from .render import to_csv, to_latex, to_markdown
@@ -34,6 +36,14 @@ def _write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _inside(out: Path, name: str, suffix: str) -> Path:
+    """``out/<name><suffix>``, refusing any name that would land outside ``out``."""
+    path = out / f"{name}{suffix}"
+    if path.resolve().parent != out.resolve():
+        raise TablesError(f"table name {name!r}: would write outside --out {out}")
+    return path
+
+
 def generate(
     records: Sequence[RunRecord],
     out: Path | None,
@@ -41,14 +51,19 @@ def generate(
     table: str | None = None,
 ) -> list[Table]:
     """Build the tables (one, or every table with runs) and write them under ``out`` / ``figures``
-    (``None``: don't write). ``TablesError`` before writing anything if there is nothing to tabulate."""
+    (``None``: don't write). ``table`` names a table or a ``table`` key of the runs (then every table of its
+    runs: one per task, see :func:`~ramda.tables.aggregate.groups`). ``TablesError`` before writing anything
+    if there is nothing to tabulate."""
+    found = table_names(records)
     if table is not None:
-        if table not in set(experiment_names()) | {r.table for r in records}:
-            known = sorted(set(experiment_names()) | {r.table for r in records})
+        names = [n for n in found if n == table or groups(records)[n][0].table == table]
+        if not names and table in set(experiment_names()):
+            names = [table]
+        if not names:
+            known = sorted(set(experiment_names()) | set(found) | {r.table for r in records})
             raise TablesError(f"--table {table}: no such table; defined or with runs: {', '.join(known)}")
-        names = [table]
     else:
-        names = table_names(records)
+        names = found
         if not names:
             raise TablesError(
                 "no runs found (no summary.json); run a sweep first, e.g. python train.py -m experiment=demo"
@@ -57,12 +72,13 @@ def generate(
     for t in tables:
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
-            _write(out / f"{t.name}.md", to_markdown(t))
-            _write(out / f"{t.name}.tex", to_latex(t))
-            _write(out / f"{t.name}.csv", to_csv(t))
+            _write(_inside(out, t.name, ".md"), to_markdown(t))
+            _write(_inside(out, t.name, ".tex"), to_latex(t))
+            _write(_inside(out, t.name, ".csv"), to_csv(t))
         if figures is not None:
             figures.mkdir(parents=True, exist_ok=True)
-            t.figure = figures / f"{t.name}.png" if plot(t, figures / f"{t.name}.png") else None
+            png = _inside(figures, t.name, ".png")
+            t.figure = png if plot(t, png) else None
     return tables
 
 
@@ -78,14 +94,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--source", choices=("local", "wandb"), default="local")
     parser.add_argument("--wandb-project", help="[entity/]project to read with --source wandb")
     parser.add_argument("--no-figures", action="store_true", help="skip the PNG curves")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="a run directory that cannot be read is an error (default: a warning, and the run is skipped)",
+    )
     args = parser.parse_args(argv)
+    problems: list[str] | None = None if args.strict else []
     try:
         if args.source == "wandb":
             if not args.wandb_project:
                 raise TablesError("--source wandb needs --wandb-project [ENTITY/]PROJECT")
-            records = load_wandb(args.wandb_project, args.table)
+            records = load_wandb(args.wandb_project, args.table, problems)
+            if args.table and not records:  # a per-task table name (e.g. adhoc-digits) is no runs' `table`
+                records = load_wandb(args.wandb_project, None, problems)
         else:
-            records = load_local(args.runs)
+            records = load_local(args.runs, problems)
+        for p in problems or []:
+            print(f"warning: {p}", file=sys.stderr)
         tables = generate(records, args.out, None if args.no_figures else args.figures, args.table)
     except TablesError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -7,9 +7,8 @@ import os
 import statistics
 from pathlib import Path
 
-from experiments import display_name
-
 from .aggregate import Row, Table
+from .experiments import display_name
 
 
 def curves(row: Row, key: str, scale: float = 1.0) -> tuple[list[float], list[float], list[float]]:
@@ -21,7 +20,7 @@ def curves(row: Row, key: str, scale: float = 1.0) -> tuple[list[float], list[fl
             continue
         for h in r.history:
             v = h.get(key)
-            if isinstance(v, int | float) and not isinstance(v, bool):
+            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
                 values.setdefault(h["epoch"], []).append(float(v) * scale)
     epochs = sorted(values)
     means = [statistics.fmean(values[e]) for e in epochs]

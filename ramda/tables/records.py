@@ -4,16 +4,20 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from experiments import get as get_experiment
+from .experiments import get as get_experiment
 
 STATUSES = ("completed", "failed", "running")
 SUMMARY_KEYS = ("status", "table", "task", "optimizer", "seed", "metric")
+# ``table`` and ``task`` become file names under --out: a plain name, never a path.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,99}")
 
 
 class TablesError(ValueError):
@@ -48,7 +52,24 @@ def _number(value: Any, where: str, key: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TablesError(f"{where}: '{key}' must be a number or null, got {value!r}")
+    if not math.isfinite(value):
+        raise TablesError(f"{where}: '{key}' is {value}; a number (or null) is needed")
     return float(value)
+
+
+def warm_time_per_epoch(history: Sequence[Mapping[str, Any]]) -> float | None:
+    """The median of the epochs' ``time_per_epoch`` leaving out the first epoch (its one-off warm-up: kernel
+    compilation, ``torch.compile``) unless it is the only one; ``None`` if no epoch has a time."""
+    times = [
+        float(h["time_per_epoch"])
+        for h in history
+        if isinstance(h.get("time_per_epoch"), int | float)
+        and not isinstance(h.get("time_per_epoch"), bool)
+        and math.isfinite(h["time_per_epoch"])
+    ]
+    if not times:
+        return None
+    return statistics.median(times[1:] or times)
 
 
 def record_from_summary(
@@ -73,6 +94,12 @@ def record_from_summary(
     for key in ("table", "task", "optimizer", "metric"):
         if not isinstance(summary[key], str) or not summary[key]:
             raise TablesError(f"{loc}: '{key}' must be a non-empty string, got {summary[key]!r}")
+    for key in ("table", "task"):
+        if not NAME.fullmatch(summary[key]):
+            raise TablesError(
+                f"{loc}: '{key}' is {summary[key]!r}; it names files under --out, so it must be a plain name "
+                "(letters, digits, _ . + -; at most 100 characters)"
+            )
     hib = summary.get("higher_is_better")
     if hib is not None and not isinstance(hib, bool):
         raise TablesError(f"{loc}: 'higher_is_better' must be true or false, got {hib!r}")
@@ -82,6 +109,9 @@ def record_from_summary(
     metric_value = _number(summary.get("metric_value"), loc, "metric_value")
     if status == "completed" and metric_value is None:
         raise TablesError(f"{loc}: a completed run needs a numeric 'metric_value'")
+    epochs_sorted = sorted((dict(h) for h in history if "epoch" in h), key=lambda h: h["epoch"])
+    time_per_epoch = _number(summary.get("time_per_epoch"), loc, "time_per_epoch")
+    warm = warm_time_per_epoch(epochs_sorted)
     return RunRecord(
         source=source,
         status=status,
@@ -97,50 +127,106 @@ def record_from_summary(
         ),
         group_sparsity=_number(summary.get("group_sparsity"), loc, "group_sparsity"),
         unstructured_sparsity=_number(summary.get("unstructured_sparsity"), loc, "unstructured_sparsity"),
-        time_per_epoch=_number(summary.get("time_per_epoch"), loc, "time_per_epoch"),
+        time_per_epoch=time_per_epoch if warm is None else warm,
         epochs_completed=epochs,
-        history=sorted((dict(h) for h in history if "epoch" in h), key=lambda h: h["epoch"]),
+        history=epochs_sorted,
         order=order,
     )
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The JSON lines of ``path``; a truncated last line (a run killed mid-write) is ignored."""
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _read_json(text: str) -> Any:
+    """``json.loads`` that refuses ``NaN``/``Infinity`` (Python writes them; JSON has no such numbers)."""
+    return json.loads(text, parse_constant=_reject_constant)
+
+
+def _read_text(path: Path) -> str:
+    """The UTF-8 text of a regular file; ``TablesError`` naming it otherwise."""
     if not path.is_file():
+        raise TablesError(f"{path}: not a regular file")
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise TablesError(f"{path}: not valid UTF-8 (byte {e.start})") from None
+    except OSError as e:
+        raise TablesError(f"{path}: cannot be read ({e.strerror})") from None
+
+
+def _read_jsonl(path: Path, problems: list[str] | None = None) -> list[dict[str, Any]]:
+    """The JSON lines of ``path``; a truncated last line (a run killed mid-write) is ignored. A bad line
+    elsewhere raises ``TablesError``, or with ``problems`` is reported there and the lines before it kept."""
+    if not path.exists():
         return []
     rows: list[dict[str, Any]] = []
-    lines = path.read_text().splitlines()
+    try:
+        lines = _read_text(path).splitlines()
+    except TablesError as e:
+        if problems is None:
+            raise
+        problems.append(f"{e}; its epoch history is left out")
+        return rows
     for i, line in enumerate(lines):
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
+            row = _read_json(line)
+        except ValueError as e:
             if i == len(lines) - 1:
                 break
-            raise TablesError(f"{path}:{i + 1}: not valid JSON ({e.msg})") from None
-        if not isinstance(row, dict):
-            raise TablesError(f"{path}:{i + 1}: each line must be a JSON object")
-        rows.append(row)
+            message = (
+                f"{path}:{i + 1}: not valid JSON ({e.msg if isinstance(e, json.JSONDecodeError) else e})"
+            )
+        else:
+            if isinstance(row, dict):
+                rows.append(row)
+                continue
+            message = f"{path}:{i + 1}: each line must be a JSON object"
+        if problems is None:
+            raise TablesError(message)
+        problems.append(f"{message}; the epochs from there on are left out")
+        break
     return rows
 
 
-def load_local(runs: Path) -> list[RunRecord]:
-    """Every run under ``runs``: each directory holding a ``summary.json`` (searched recursively)."""
+def read_summary(path: Path) -> dict[str, Any]:
+    """A ``summary.json`` as a dict; ``TablesError`` naming the file if it is not a readable UTF-8 file
+    holding one JSON object (a directory of that name, invalid bytes, ``NaN``, a truncated write)."""
+    text = _read_text(path)
+    try:
+        summary = _read_json(text)
+    except json.JSONDecodeError as e:
+        raise TablesError(f"{path}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+    except ValueError as e:
+        raise TablesError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(summary, dict):
+        raise TablesError(f"{path}: must hold a JSON object")
+    return summary
+
+
+def load_local(runs: Path, warnings: list[str] | None = None) -> list[RunRecord]:
+    """Every run under ``runs``: each directory holding a ``summary.json`` (searched recursively). A run that
+    cannot be read raises ``TablesError`` naming the file; with a ``warnings`` list it is reported there
+    instead, skipped, and the other runs are read."""
     if not runs.is_dir():
         raise TablesError(f"--runs {runs}: not a directory (expected the runs directory, e.g. results/runs)")
     records = []
     for path in sorted(runs.rglob("summary.json")):
         try:
-            summary = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise TablesError(f"{path}: not valid JSON ({e.msg})") from None
-        if not isinstance(summary, dict):
-            raise TablesError(f"{path}: must hold a JSON object")
-        history = _read_jsonl(path.parent / "metrics.jsonl")
-        records.append(
-            record_from_summary(summary, history, str(path.parent), path.stat().st_mtime, where=str(path))
-        )
+            summary = read_summary(path)
+            problems: list[str] | None = None if warnings is None else []
+            history = _read_jsonl(path.parent / "metrics.jsonl", problems)
+            record = record_from_summary(summary, history, str(path.parent), path.stat().st_mtime, str(path))
+        except TablesError as e:
+            if warnings is None:
+                raise
+            warnings.append(f"{e}; run skipped")
+            continue
+        if problems:
+            warnings.extend(problems)
+        records.append(record)
     return records
 
 
@@ -170,7 +256,7 @@ def record_from_wandb(
     and logged rows. Rows with an ``epoch`` key are the per-epoch records; step-level rows are ignored. The
     summary fields of ``summary.json`` are used where the run logged them, else derived: status from the run
     state (finished → completed, crashed/failed → failed, running → running), the metric's final value from
-    the last epoch row, time/epoch as the mean of the rows' ``time_per_epoch``."""
+    the last epoch row. Time/epoch comes from the rows as for run directories (:func:`warm_time_per_epoch`)."""
     epochs = [dict(h) for h in history if h.get("epoch") is not None]
     epochs.sort(key=lambda h: h["epoch"])
     table = summary.get("table") or _get(config, "table")
@@ -192,8 +278,7 @@ def record_from_wandb(
     for key in ("weighted_group_sparsity", "group_sparsity", "unstructured_sparsity"):
         merged[key] = summary.get(key, last.get(key))
     merged["metric_value"] = summary.get("metric_value", last.get(metric) if metric else None)
-    times = [h["time_per_epoch"] for h in epochs if isinstance(h.get("time_per_epoch"), int | float)]
-    merged["time_per_epoch"] = summary.get("time_per_epoch", statistics.fmean(times) if times else None)
+    merged["time_per_epoch"] = summary.get("time_per_epoch")
     merged["epochs_completed"] = summary.get("epochs_completed", len(epochs))
     if "higher_is_better" in summary:
         merged["higher_is_better"] = summary["higher_is_better"]
@@ -202,9 +287,10 @@ def record_from_wandb(
     return record_from_summary(merged, epochs, source)
 
 
-def load_wandb(project: str, table: str | None = None) -> list[RunRecord]:
+def load_wandb(project: str, table: str | None = None, warnings: list[str] | None = None) -> list[RunRecord]:
     """Every run of W&B project ``[entity/]project`` through the public API (needs network and a login),
-    optionally only those whose config has ``table``."""
+    optionally only those whose config has ``table``. A run that cannot be converted raises ``TablesError``,
+    or with a ``warnings`` list is reported there and skipped (as in :func:`load_local`)."""
     import wandb
 
     filters = {"config.table": table} if table else None
@@ -213,10 +299,15 @@ def load_wandb(project: str, table: str | None = None) -> list[RunRecord]:
         api = wandb.Api()
         for i, run in enumerate(api.runs(project, filters=filters, order="+created_at")):  # oldest first
             history = [row for row in run.scan_history() if row.get("epoch") is not None]
-            records.append(
-                record_from_wandb(dict(run.config), dict(run.summary), run.state, history, run.url)
-            )
-            records[-1].order = float(i)
+            try:
+                record = record_from_wandb(dict(run.config), dict(run.summary), run.state, history, run.url)
+            except TablesError as e:
+                if warnings is None:
+                    raise
+                warnings.append(f"{e}; run skipped")
+                continue
+            record.order = float(i)
+            records.append(record)
     except (wandb.errors.Error, ValueError, OSError) as err:
         if isinstance(err, TablesError):
             raise

@@ -6,9 +6,8 @@ import csv
 import io
 import math
 
-from experiments import Stat, display_name
-
 from .aggregate import Cell, Row, Table
+from .experiments import Stat, display_name
 
 
 def _fmt(cell: Cell | Stat | None, digits: int, pm: str = " ± ") -> str:
@@ -65,7 +64,9 @@ def _footnote(table: Table) -> str:
         f"Mean ± sample standard deviation (ddof = 1) over the seeds whose run completed "
         f"(seeds {', '.join(map(str, seeds))}); "
         f"a single completed seed shows its value alone. Runs: completed/expected seeds; failed, running and "
-        f"missing seeds are not averaged. Sparsity: weighted group sparsity of the final model."
+        f"missing seeds are not averaged. Sparsity: weighted group sparsity of the final model. Time/epoch: "
+        f"each run's median epoch time, its first epoch (one-off warm-up: kernel compilation, torch.compile) "
+        f"left out."
     )
     return text + (f" {exp.notes}" if exp.notes else "")
 

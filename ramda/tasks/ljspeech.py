@@ -7,9 +7,10 @@ Features: the log-mel spectrogram ``log(max(M |STFT(x)|, clamp))`` with a Hann w
 padding, magnitude (power 1) and a Slaney-normalised Slaney-scale mel filterbank M, so a clip of n samples
 has ``1 + n // hop`` frames. Text: :mod:`ramda.tasks.ljspeech_text` (english cleaners, 148 symbols).
 
-Model: torchaudio's ``Tacotron2`` (the NVIDIA architecture) with padding masked, trained with teacher
-forcing. Loss per batch: MSE(mel, target) + MSE(post-net mel, target) + BCE-with-logits(gate, gate target),
-each a mean over the padded batch, where the gate target is 1 from a clip's last frame on. The reported
+Model: torchaudio's ``Tacotron2`` (the NVIDIA architecture, BatchNorm scales uniform in [0, 1) as NVIDIA's
+``init_bn``), trained with teacher forcing. Loss per batch: MSE(mel, target) + MSE(post-net mel, target) +
+BCE-with-logits(gate, gate target), each a mean over the padded batch, where the gate target is 1 from a
+clip's last frame on; padded frames count (the authors' loss) unless ``mask_padding``. The reported
 metric ``val_loss`` is that loss averaged over the validation batches (prenet dropout stays on, as in the
 recipe; it is seeded so the number is a function of the weights).
 """
@@ -28,6 +29,7 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import nn
 
+from ramda.engine.errors import DataError
 from ramda.files import atomic_write
 from ramda.tasks.base import RunEnv, Task, TaskConfig, per_process_batch
 
@@ -90,6 +92,10 @@ class Config(TaskConfig):
     batch_size: int = 64
     num_workers: int = 4
     grad_clip: float = 1.0
+    mask_padding: bool = False
+    """Mask the padded frames out of the loss (false: the authors' loss, where they count)."""
+    uniform_bn_weight: bool = True
+    """BatchNorm scales drawn uniform in [0, 1), as NVIDIA's ``init_bn`` (false: torch's ones)."""
     data: DataConfig = field(default_factory=DataConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -150,11 +156,39 @@ def split_items(data: DataConfig, split: str) -> list[tuple[str, str]]:
 # ------------------------------------------------------------------------------------------------ features
 
 
+CORRUPT_HINT = "replace the file (or remove it and its line from the metadata)"
+
+
+def _wav_data_bytes(path: Path) -> tuple[int, int] | None:
+    """(data bytes the RIFF header declares, data bytes the file holds), or None when not a plain RIFF WAV."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    pos = 12
+    while pos + 8 <= len(head):
+        size = int.from_bytes(head[pos + 4 : pos + 8], "little")
+        if head[pos : pos + 4] == b"data":
+            return (size, path.stat().st_size - pos - 8) if 0 < size < 0xFFFFFFFF else None
+        pos += 8 + size + (size & 1)
+    return None
+
+
 def load_wav(path: Path, sample_rate: int) -> torch.Tensor:
     """A mono clip as float32 in [-1, 1] (16-bit PCM / 32768); any other rate or channel count is an error."""
     import soundfile
 
-    wave, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    try:
+        wave, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except (RuntimeError, OSError) as err:
+        raise DataError(str(path), f"not a readable WAV file ({err})", CORRUPT_HINT) from None
+    sizes = _wav_data_bytes(path)
+    if sizes is not None and sizes[1] < sizes[0]:
+        raise DataError(
+            str(path), f"a truncated WAV file ({sizes[1]} of its {sizes[0]} data bytes)", CORRUPT_HINT
+        )
+    if wave.shape[0] == 0:
+        raise DataError(str(path), "a WAV file with no samples", CORRUPT_HINT)
     if rate != sample_rate or wave.shape[1] != 1:
         raise ValueError(f"{path}: {rate} Hz x {wave.shape[1]} channels; expected {sample_rate} Hz mono")
     return torch.from_numpy(wave[:, 0].copy())
@@ -209,7 +243,15 @@ class MelCache:
 
     def get(self, clip_id: str) -> torch.Tensor | None:
         path = self.dir / f"{clip_id}.pt"
-        return torch.load(path, weights_only=True) if path.exists() else None
+        if not path.exists():
+            return None
+        try:
+            return torch.load(path, weights_only=True)
+        except Exception as err:  # torch raises several types for truncated or foreign files
+            reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
+            raise DataError(
+                str(path), f"a corrupt mel cache file ({reason})", "delete it: it is rebuilt"
+            ) from None
 
     def put(self, clip_id: str, mel: torch.Tensor) -> None:
         atomic_write(self.dir / f"{clip_id}.pt", lambda f: torch.save(mel, f), durable=False)
@@ -284,10 +326,11 @@ def collate(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> TTSBatch:
 # -------------------------------------------------------------------------------------------- model, loss
 
 
-def build_tacotron2(model: ModelConfig, audio: AudioConfig) -> nn.Module:
-    """torchaudio's ``Tacotron2`` with the recipe's 148 symbols. Its own ``mask_padding`` fills the outputs
-    in place after the post-net has used them, which breaks backward (pytorch/pytorch#93440), so it stays
-    off and :func:`tacotron2_losses` applies the same mask out of place."""
+def build_tacotron2(model: ModelConfig, audio: AudioConfig, uniform_bn_weight: bool = True) -> nn.Module:
+    """torchaudio's ``Tacotron2`` with the recipe's 148 symbols, BatchNorm scales uniform in [0, 1) as NVIDIA's
+    training script initialises them (``uniform_bn_weight``). Its own ``mask_padding`` fills the outputs in
+    place after the post-net has used them, which breaks backward (pytorch/pytorch#93440), so it stays off
+    and :func:`tacotron2_losses` applies the same mask out of place when asked."""
     from torchaudio.models import Tacotron2
 
     from ramda.tasks.ljspeech_text import SYMBOLS
@@ -298,19 +341,35 @@ def build_tacotron2(model: ModelConfig, audio: AudioConfig) -> nn.Module:
             "got "
             f"{model.symbol_embedding_dim} and {model.encoder_embedding_dim}"
         )
-    return Tacotron2(mask_padding=False, n_mels=audio.n_mels, n_symbol=len(SYMBOLS), **asdict(model))
+    net = Tacotron2(mask_padding=False, n_mels=audio.n_mels, n_symbol=len(SYMBOLS), **asdict(model))
+    if uniform_bn_weight:
+        uniform_bn_weights(net)
+    return net
 
 
-def tacotron2_losses(model: nn.Module, batch: TTSBatch) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(mel loss, gate loss)`` of a teacher-forced forward pass, in float32. As the recipe's
-    ``mask_padding``: predicted frames past a clip's end are set to 0 (the padded target) and gate logits
-    there to 1000 (target 1), so padding adds nothing but the means still count it."""
+def uniform_bn_weights(net: nn.Module) -> None:
+    """NVIDIA's ``init_bn``: every affine BatchNorm weight (scale) drawn uniformly from [0, 1)."""
+    with torch.no_grad():
+        for module in net.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.affine:
+                module.weight.uniform_()
+
+
+def tacotron2_losses(
+    model: nn.Module, batch: TTSBatch, mask_padding: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(mel loss, gate loss)`` of a teacher-forced forward pass, in float32, each a mean over the padded
+    batch. Without ``mask_padding`` (the authors' setting) the predictions on padded frames count against the
+    padded targets (mel 0, gate 1). With it, as the recipe's ``mask_padding``: predicted frames past a clip's
+    end are set to 0 and gate logits there to 1000, so padding adds nothing but the means still count it."""
     mel, mel_post, gate, _ = model(batch.tokens, batch.token_lengths, batch.mels, batch.mel_lengths)
-    frames = torch.arange(batch.mels.shape[-1], device=batch.mels.device)
-    pad = frames[None, :] >= batch.mel_lengths[:, None]  # [B, T]
-    mel = mel.float().masked_fill(pad[:, None, :], 0.0)
-    mel_post = mel_post.float().masked_fill(pad[:, None, :], 0.0)
-    gate = gate.float().masked_fill(pad, 1e3)
+    mel, mel_post, gate = mel.float(), mel_post.float(), gate.float()
+    if mask_padding:
+        frames = torch.arange(batch.mels.shape[-1], device=batch.mels.device)
+        pad = frames[None, :] >= batch.mel_lengths[:, None]  # [B, T]
+        mel = mel.masked_fill(pad[:, None, :], 0.0)
+        mel_post = mel_post.masked_fill(pad[:, None, :], 0.0)
+        gate = gate.masked_fill(pad, 1e3)
     mse = nn.functional.mse_loss
     mel_loss = mse(mel, batch.mels) + mse(mel_post, batch.mels)
     gate_loss = nn.functional.binary_cross_entropy_with_logits(gate, batch.gates)
@@ -364,7 +423,7 @@ class LJSpeechTask(Task):
         )
 
     def build_model(self) -> nn.Module:
-        return build_tacotron2(self.cfg.model, self.cfg.audio).to(self.env.device)
+        return build_tacotron2(self.cfg.model, self.cfg.audio, self.cfg.uniform_bn_weight).to(self.env.device)
 
     def num_train_batches(self) -> int:
         n = len(self.train_loader)
@@ -375,7 +434,7 @@ class LJSpeechTask(Task):
         return islice(self.train_loader, self.num_train_batches())
 
     def loss(self, model: nn.Module, batch: TTSBatch) -> torch.Tensor:
-        mel_loss, gate_loss = tacotron2_losses(model, batch.to(self.env.device))
+        mel_loss, gate_loss = tacotron2_losses(model, batch.to(self.env.device), self.cfg.mask_padding)
         return mel_loss + gate_loss
 
     def _val_batches(self) -> Iterator[TTSBatch]:
@@ -391,7 +450,9 @@ class LJSpeechTask(Task):
         with torch.no_grad(), torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.env.seed + self.env.rank)  # the prenet's dropout is on in eval too
             for batch in self._val_batches():
-                mel_loss, gate_loss = tacotron2_losses(model, batch.to(self.env.device))
+                mel_loss, gate_loss = tacotron2_losses(
+                    model, batch.to(self.env.device), self.cfg.mask_padding
+                )
                 totals += torch.stack([mel_loss.double(), gate_loss.double(), totals.new_ones(())])
         if self.env.distributed:
             torch.distributed.all_reduce(totals)

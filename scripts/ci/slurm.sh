@@ -5,7 +5,9 @@
 #   scripts/ci/slurm.sh start     install if missing, write the config, start munged, slurmctld and slurmd,
 #                                 wait until `sinfo` shows this node idle (does nothing if it already is)
 #   scripts/ci/slurm.sh status    exit 0 iff the node is up (idle, mixed or allocated)
-#   scripts/ci/slurm.sh stop      stop the daemons this script started (by their pid files)
+#   scripts/ci/slurm.sh stop      cancel the jobs still queued and wait (30 s at most) until they have ended,
+#                                 then stop every daemon `start` started (slurmd, slurmctld, and munged if
+#                                 `start` launched it), by their pid files, and wait until they are gone
 #
 # Needs root (daemons, /etc/slurm, /run/munge). The cluster: one node named after `hostname -s` at 127.0.0.1
 # with CPUs = nproc and RealMemory = 90 % of MemTotal, one default partition `debug`, no accounting
@@ -17,6 +19,7 @@ STATE=${RAMDA_SLURM_STATE:-/var/lib/ramda-slurm}
 CONF=/etc/slurm/slurm.conf
 MARK="# written by ramda scripts/ci/slurm.sh"
 PARTITION=debug
+MUNGE_PID=/run/munge/munged.pid
 
 die() {
     echo "slurm.sh: $*" >&2
@@ -111,6 +114,8 @@ start_munge() {
     runuser -u munge -- /usr/sbin/munged
     for _ in $(seq 50); do
         if munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
+            mkdir -p "$STATE"
+            cp "$MUNGE_PID" "$STATE/munged.pid" # ours to stop; a munged that was already running is not
             return 0
         fi
         sleep 0.1
@@ -160,11 +165,30 @@ status() {
 }
 
 stop() {
-    local f
-    for f in "$STATE/slurmd.pid" "$STATE/slurmctld.pid"; do
-        if alive "$f"; then
-            kill "$(cat "$f")"
+    local f pid jobs
+    if alive "$STATE/slurmctld.pid" && alive "$STATE/slurmd.pid"; then
+        # Jobs first (their slurmstepd would outlive slurmd, unable to report the end of the job).
+        jobs=$(squeue -h -o %A 2>/dev/null | sort -u | tr '\n' ' ')
+        if [ -n "${jobs// /}" ]; then
+            # shellcheck disable=SC2086
+            scancel $jobs 2>/dev/null || true
         fi
+        for _ in $(seq 60); do
+            [ -z "$(squeue -h -o %A 2>/dev/null)" ] && break
+            sleep 0.5
+        done
+    fi
+    for f in "$STATE/slurmd.pid" "$STATE/slurmctld.pid" "$STATE/munged.pid"; do
+        if alive "$f"; then
+            pid=$(cat "$f")
+            kill "$pid"
+            for _ in $(seq 100); do
+                kill -0 "$pid" 2>/dev/null || break
+                sleep 0.1
+            done
+            kill -0 "$pid" 2>/dev/null && die "pid $pid (from $f) still running 10 s after SIGTERM"
+        fi
+        rm -f "$f"
     done
 }
 

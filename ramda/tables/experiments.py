@@ -1,42 +1,47 @@
 """The paper's tables as data: for each table, the task, the optimizers, the seeds, the metric and the paper's
-reported numbers (the paper's Tables). ``make tables`` reads these to label, order and annotate the generated tables.
+reported numbers. ``make tables`` reads these to label, order and annotate the generated tables.
 
-The optimizer *settings* (lr, momentum, λ, schedule) live once, in the preset configs
-``configs/preset/<task>/<optimizer>.yaml``; :meth:`Experiment.settings` reads them from there. The
-multirun grid of ``python train.py -m experiment=<table>`` is ``configs/experiment/<table>.yaml``; a test
-checks that it sweeps exactly the optimizers and seeds listed here.
+The definitions are the files ``experiments/<table>.py`` of the repository (beside ``configs/``), each binding
+``EXPERIMENT`` to an :class:`Experiment`. They are the tables' data, loaded from their path: the project
+installs no top-level ``experiments`` package. The optimizer *settings* (lr, momentum, λ, schedule) live once,
+in the preset configs ``configs/preset/<task>/<optimizer>.yaml``; :meth:`Experiment.settings` reads them from
+there (the authors' released values they must hold, with their files: ``experiments/released.py``). The
+multirun grid of ``python train.py -m experiment=<table>`` lives once, in ``configs/experiment/<table>.yaml``:
+:func:`grid` reads a table's task, optimizers and seeds from there.
+Optimizer names and row order come from the optimizer registry, :data:`ramda.config.OPTIMIZERS`.
 """
 
 from __future__ import annotations
 
+import functools
+import runpy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-
-# Row order of every table: the four structured-sparsity methods, then the unregularised baselines.
-ORDER: tuple[str, ...] = ("ramda", "rmda", "proxsgd", "proxgen", "msgd", "adam", "adamw")
-DISPLAY: dict[str, str] = {
-    "ramda": "RAMDA",
-    "rmda": "RMDA",
-    "proxsgd": "ProxSGD",
-    "proxgen": "ProxGen",
-    "msgd": "MSGD",
-    "adam": "Adam",
-    "adamw": "AdamW",
-}
+REPO = Path(__file__).resolve().parents[2]
+CONFIG_DIR = REPO / "configs"
+EXPERIMENTS_DIR = REPO / "experiments"
+# The paper's order of its tables (the demo first); tables defined beyond these follow by name.
+TABLE_ORDER = ("demo", "vision", "language", "speech")
 
 
 def display_name(optimizer: str) -> str:
     """The name a table prints for optimizer config ``optimizer`` (unknown names are printed as given)."""
-    return DISPLAY.get(optimizer, optimizer)
+    from ramda.config import OPTIMIZERS
+
+    spec = OPTIMIZERS.get(optimizer)
+    return spec.display if spec is not None else optimizer
 
 
 def order_key(optimizer: str) -> tuple[int, str]:
-    """Sort key putting RAMDA, RMDA, ProxSGD, ProxGen first, then MSGD, Adam, AdamW, then the rest by name."""
-    return (ORDER.index(optimizer), "") if optimizer in ORDER else (len(ORDER), optimizer)
+    """Sort key: the registry's order (RAMDA, RMDA, ProxSGD, ProxGen, then MSGD, Adam, AdamW), then the rest by
+    name."""
+    from ramda.config import OPTIMIZERS
+
+    order = list(OPTIMIZERS)
+    return (order.index(optimizer), "") if optimizer in order else (len(order), optimizer)
 
 
 @dataclass(frozen=True)
@@ -98,10 +103,36 @@ class Experiment:
         return [f"experiment={self.name}", f"optimizer={optimizer}", f"seed={seed}"]
 
 
-def _registry() -> dict[str, Experiment]:
-    from experiments import demo, language, speech, vision
+def grid(table: str) -> dict[str, Any]:
+    """``task``, ``optimizers`` and ``seeds`` of ``configs/experiment/<table>.yaml``: its task override and
+    its sweeper's ``optimizer`` and ``seed`` lists, read as plain YAML."""
+    import yaml
 
-    return {m.EXPERIMENT.name: m.EXPERIMENT for m in (demo, vision, language, speech)}
+    conf = yaml.safe_load((CONFIG_DIR / "experiment" / f"{table}.yaml").read_text(encoding="utf-8"))
+    task = next(
+        d["override /task"] for d in conf["defaults"] if isinstance(d, dict) and "override /task" in d
+    )
+    params = conf["hydra"]["sweeper"]["params"]
+    return {
+        "task": task,
+        "optimizers": tuple(str(params["optimizer"]).split(",")),
+        "seeds": tuple(int(seed) for seed in str(params["seed"]).split(",")),
+    }
+
+
+@functools.cache
+def _registry() -> dict[str, Experiment]:
+    """Every ``EXPERIMENT`` of ``experiments/*.py`` by table name, in :data:`TABLE_ORDER`, then by name."""
+    found: dict[str, Experiment] = {}
+    for path in sorted(EXPERIMENTS_DIR.glob("*.py")):
+        exp = runpy.run_path(str(path)).get("EXPERIMENT")
+        if isinstance(exp, Experiment):
+            found[exp.name] = exp
+
+    def rank(name: str) -> tuple[int, str]:
+        return (TABLE_ORDER.index(name), "") if name in TABLE_ORDER else (len(TABLE_ORDER), name)
+
+    return {name: found[name] for name in sorted(found, key=rank)}
 
 
 def names() -> list[str]:
@@ -115,6 +146,3 @@ def get(name: str) -> Experiment:
     if name not in registry:
         raise KeyError(f"unknown table '{name}'; defined tables: {', '.join(registry)}")
     return registry[name]
-
-
-__all__ = ["ORDER", "Experiment", "PaperRow", "Stat", "display_name", "get", "names", "order_key"]
