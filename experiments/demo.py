@@ -1,14 +1,12 @@
 """The laptop demo (``make demo``): the four structured-sparsity optimizers on the digits task, seed 1 (a few
 minutes on a laptop CPU; add ``seed=1,2,3`` for mean ± std). No paper numbers: it shows the pipeline."""
 
-from ramda.tables.experiments import Experiment
+from ramda.tables.experiments import Experiment, grid
 
 EXPERIMENT = Experiment(
     name="demo",
     title="Demo: digits",
-    task="digits",
-    optimizers=("ramda", "rmda", "proxsgd", "proxgen"),
-    seeds=(1,),
+    **grid("demo"),
     metric="accuracy",
     metric_label="Accuracy (%)",
     higher_is_better=True,

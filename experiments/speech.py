@@ -2,13 +2,12 @@
 mean ± std over seeds 1–3, for the four structured-sparsity optimizers (the Adam baseline of docs/math.md#the-papers-settings has a
 preset, ``optimizer=adam``, but is not part of the paper's table)."""
 
-from ramda.tables.experiments import Experiment, PaperRow, Stat
+from ramda.tables.experiments import Experiment, PaperRow, Stat, grid
 
 EXPERIMENT = Experiment(
     name="speech",
     title="LJSpeech / Tacotron2",
-    task="ljspeech",
-    optimizers=("ramda", "rmda", "proxsgd", "proxgen"),
+    **grid("speech"),
     metric="val_loss",
     metric_label="Validation loss",
     higher_is_better=False,

@@ -1,13 +1,12 @@
 """ImageNet / torchvision ResNet50, 160 epochs (paper Table 2): top-1 validation accuracy and weighted group
 sparsity, mean ± std over seeds 1–3. MSGD is the unregularised baseline (the paper reports no number for it)."""
 
-from ramda.tables.experiments import Experiment, PaperRow, Stat
+from ramda.tables.experiments import Experiment, PaperRow, Stat, grid
 
 EXPERIMENT = Experiment(
     name="vision",
     title="ImageNet / ResNet50",
-    task="imagenet",
-    optimizers=("ramda", "rmda", "proxsgd", "proxgen", "msgd"),
+    **grid("vision"),
     metric="top1",
     metric_label="Top-1 acc. (%)",
     higher_is_better=True,

@@ -197,6 +197,9 @@ class RegularizerConfig:
     ``regularizer=`` choice)."""
     lam: float = 0.0
     """λ ≥ 0; must be 0 for msgd/adam/adamw and with ``regularizer=none``."""
+    scale: float = 1.0
+    """≥ 0; the λ used is ``lam`` × ``scale`` (sweeps λ around a preset's value, e.g.
+    ``regularizer.scale=0.25,0.5,1,2,4`` in the ``<table>_frontier`` experiments)."""
 
 
 REGULARIZERS: tuple[str, ...] = (*REGULARIZER_CLASSES, "none")
@@ -204,24 +207,37 @@ REGULARIZERS: tuple[str, ...] = (*REGULARIZER_CLASSES, "none")
 
 @dataclass
 class TrainerConfig:
-    """The training loop: epochs, the stage-wise schedule (docs/math.md#schedules), precision, device,
-    checkpoints, progress and distributed options."""
+    """The training loop: epochs or steps, the lr schedule and RMDA/RAMDA's momentum schedule
+    (docs/math.md#schedules), precision, device, checkpoints, progress and distributed options. The schedules
+    count *ticks*: epochs (0-based), or with ``max_steps`` the number of steps taken (1, 2, …), as the authors'
+    scripts pass them to their scheduler."""
 
     epochs: int = 10
-    """Number of epochs."""
+    """Number of epochs (ignored when ``max_steps`` > 0)."""
     milestones: list[int] = field(default_factory=list)
-    """Epochs after which lr ← ``gamma``·lr; for RMDA/RAMDA also a dual-averaging restart. Each must fall
-    within the run (< ``epochs``): shortening a preset's run needs ``trainer.milestones=[]`` or earlier ones."""
+    """Ticks m (epochs, or steps with ``max_steps``): after tick m − 1, lr ← ``gamma``·lr, as the released
+    scheduler; for RMDA/RAMDA also a dual-averaging restart. Each must fall within the run: shortening a
+    preset's run needs ``trainer.milestones=[]`` or earlier ones."""
     gamma: float = 0.1
     """The stage-wise decay factor."""
     momentum_schedule: bool = True
-    """RMDA/RAMDA: from ``momentum_start_epoch`` on, c ← min(c₀√j, 1) at step j; the weights become exactly
-    group-sparse only once c reaches 1."""
+    """RMDA/RAMDA with ``stagewise``: from tick ``momentum_start_epoch`` on, c ← min(c₀√j, 1) at every step, j
+    counted from 1 and never reset; the weights become exactly group-sparse only once c reaches 1."""
     momentum_start_epoch: int | None = None
-    """The epoch the momentum schedule starts at (< ``epochs``); ``null``: the last milestone (0 without
-    milestones)."""
+    """The first tick of the momentum schedule (within the run); ``null``: the released rule, the last
+    milestone − 1 (the epoch before the last restart; 0 without milestones)."""
+    max_steps: int = 0
+    """> 0: train for that many optimizer steps (the epochs run on until then); ``milestones`` are then step
+    counts and the schedules tick per step."""
+    eval_every_steps: int = 0
+    """> 0: evaluate, write a metrics row and a checkpoint every N steps (and at the last step of a
+    ``max_steps`` run); epochs still end with a row unless ``max_steps`` is set."""
+    lr_schedule: str = "stagewise"
+    """``stagewise`` (``milestones``, RMDA/RAMDA restarts and momentum schedule) or ``cosine`` (torch's
+    ``CosineAnnealingLR`` from lr to 0 over the run's steps, stepped after every step; no milestones)."""
     precision: str = "fp32"
-    """``fp32``, ``bf16`` (autocast) or ``fp16`` (autocast and gradient scaling)."""
+    """``fp32``, ``bf16`` (autocast) or ``fp16`` (autocast and gradient scaling); evaluation always runs in
+    full precision."""
     device: str = "auto"
     """``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``."""
     threads: int = 0
@@ -240,6 +256,11 @@ class TrainerConfig:
     """BatchNorm over the global batch under DDP (``SyncBatchNorm``, CUDA only)."""
     dump_replicas: bool = False
     """Debugging aid: every rank writes ``replica_rank<r>.pt`` (its parameters and optimizer state) at the end."""
+    export: bool = False
+    """At the end of a completed run, write the smaller dense model (every channel that all its readers ignore
+    removed; the same function) to ``slim.pt`` / ``slim.json`` in the run directory and its FLOPs kept, params
+    kept and CPU speedup to ``summary.json``'s ``slim`` (as ``python -m ramda.export <run dir>``;
+    docs/export.md)."""
 
 
 @dataclass

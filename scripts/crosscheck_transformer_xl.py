@@ -5,7 +5,10 @@ transformers 4.35 still ships (removed since). Not a test: it needs that old rel
     /tmp/hfvenv/bin/python scripts/crosscheck_transformer_xl.py
 
 Copies random weights into both models and compares hidden states, memories and the adaptive softmax's
-log-probabilities over three consecutive segments, for several configurations.
+log-probabilities over three consecutive segments, for several configurations: small ones exercising the
+options, and the authors' dimensions (NVIDIA's WikiText-103 base: d_model 512, 8 heads of 64, d_inner 2048,
+memory 192, div_val 1, tail projections tied) with 2 of the 16 layers and a 2,000-word vocabulary. Then prints
+both implementations' parameter counts of the full model (16 layers, 267,735 words) beside the authors' 192 M.
 """
 
 from __future__ import annotations
@@ -20,30 +23,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ramda.models.transformer_xl import TransformerXL
 
+SMALL = {
+    "V": 500,
+    "L": 3,
+    "D": 24,
+    "H": 3,
+    "DH": 8,
+    "DI": 40,
+    "MEM": 7,
+    "cut": [60, 200],
+    "std": 0.3,
+    "T": 10,
+}
+BASE = {"V": 2000, "L": 2, "D": 512, "H": 8, "DH": 64, "DI": 2048, "MEM": 192, "cut": [200, 400, 1000]}
+BASE |= {"std": 0.03, "T": 96}
 
-def check(div_val: int, d_embed: int, same_length: bool, clamp_len: int) -> None:
-    torch.manual_seed(0)
-    V, L, D, H, DH, DI, MEM = 500, 3, 24, 3, 8, 40, 7
-    cut = [60, 200]
-    mine = TransformerXL(
-        V,
-        n_layer=L,
-        d_model=D,
-        n_head=H,
-        d_head=DH,
-        d_inner=DI,
-        dropout=0.0,
-        mem_len=MEM,
-        cutoffs=cut,
-        div_val=div_val,
-        d_embed=d_embed,
-        same_length=same_length,
-        clamp_len=clamp_len,
-    ).eval()
-    with torch.no_grad():
-        for p in mine.parameters():
-            p.normal_(0, 0.3)
-    cfg = TransfoXLConfig(
+
+def hf_config(V, L, D, H, DH, DI, MEM, cut, div_val, d_embed, same_length, clamp_len) -> TransfoXLConfig:
+    return TransfoXLConfig(
         vocab_size=V,
         cutoffs=cut,
         d_model=D,
@@ -62,6 +59,30 @@ def check(div_val: int, d_embed: int, same_length: bool, clamp_len: int) -> None
         adaptive=True,
         proj_share_all_but_first=True,
     )
+
+
+def check(div_val: int, d_embed: int, same_length: bool, clamp_len: int, dims: dict = SMALL) -> None:
+    torch.manual_seed(0)
+    V, L, D, H, DH, DI, MEM, cut = (dims[k] for k in ("V", "L", "D", "H", "DH", "DI", "MEM", "cut"))
+    mine = TransformerXL(
+        V,
+        n_layer=L,
+        d_model=D,
+        n_head=H,
+        d_head=DH,
+        d_inner=DI,
+        dropout=0.0,
+        mem_len=MEM,
+        cutoffs=cut,
+        div_val=div_val,
+        d_embed=d_embed,
+        same_length=same_length,
+        clamp_len=clamp_len,
+    ).eval()
+    with torch.no_grad():
+        for p in mine.parameters():
+            p.normal_(0, dims["std"])
+    cfg = hf_config(V, L, D, H, DH, DI, MEM, cut, div_val, d_embed, same_length, clamp_len)
     hf = TransfoXLLMHeadModel(cfg).eval()
     sd, ms = hf.state_dict(), mine.state_dict()
     new = {"transformer.r_w_bias": ms["r_w_bias"], "transformer.r_r_bias": ms["r_r_bias"]}
@@ -85,7 +106,8 @@ def check(div_val: int, d_embed: int, same_length: bool, clamp_len: int) -> None
     assert set(new) <= set(sd), set(new) - set(sd)
     assert set(sd) - set(new) <= {"transformer.pos_emb.inv_freq"}, set(sd) - set(new)
     hf.load_state_dict({**sd, **new}, strict=True)
-    x = torch.randint(0, V, (30, 2))
+    T = dims["T"]
+    x = torch.randint(0, V, (3 * T, 2))
     with torch.no_grad():
         m = None
         hm = [
@@ -93,7 +115,7 @@ def check(div_val: int, d_embed: int, same_length: bool, clamp_len: int) -> None
         ]  # the original starts from an empty memory; HF from zeros
         worst = 0.0
         for s in range(3):
-            seg = x[10 * s : 10 * s + 10]
+            seg = x[T * s : T * s + T]
             h, m = mine.hidden_states(seg, m)
             o = hf.transformer(input_ids=seg.t(), mems=hm)
             hm = o.mems
@@ -104,11 +126,27 @@ def check(div_val: int, d_embed: int, same_length: bool, clamp_len: int) -> None
     n_mine = sum(p.numel() for p in mine.parameters())
     n_hf = sum(p.numel() for p in hf.parameters())
     print(
-        f"div_val={div_val} d_embed={d_embed} same_length={same_length} clamp_len={clamp_len}: "
+        f"d_model={D} n_layer={L} div_val={div_val} d_embed={d_embed} same_length={same_length} "
+        f"clamp_len={clamp_len}: "
         f"max |difference| {worst:.2e} (hidden states, memories, log-probs over 3 segments); params {n_mine} vs {n_hf}"
+    )
+
+
+def full_size() -> None:
+    """Parameter counts of the full model, both built on the meta device (no memory)."""
+    cut = [19997, 39997, 199997]
+    with torch.device("meta"):
+        mine = TransformerXL(267_735)
+        hf = TransfoXLLMHeadModel(hf_config(267_735, 16, 512, 8, 64, 2048, 192, cut, 1, 512, False, -1))
+    n_mine = sum(p.numel() for p in mine.parameters())
+    n_hf = sum(p.numel() for p in hf.parameters())
+    print(
+        f"full base model: {n_mine:,} parameters here, {n_hf:,} in HF's TransfoXL; the authors report 192 M"
     )
 
 
 if __name__ == "__main__":
     for args in [(1, 24, False, -1), (1, 16, False, -1), (2, 32, False, -1), (1, 24, True, 3)]:
         check(*args)
+    check(1, 512, False, -1, BASE)
+    full_size()

@@ -137,6 +137,20 @@ def test_train_batches_follow_the_seeded_epoch_shuffle(task: ImageNetTask) -> No
     assert capped.num_train_batches() == 2 and len(list(capped.train_batches(0))) == 2
 
 
+def test_the_last_partial_batch_is_kept_unless_drop_last(root: Path, init_dir: Path) -> None:
+    """The released loader keeps the last partial training batch: 72 images in batches of 10 are 7 batches
+    of 10 and one of 2; ``drop_last`` gives the 7 full ones."""
+    kept = ImageNetTask(
+        dataclasses.replace(small_cfg(root, init_dir), batch_size=10), RunEnv(device=CPU, seed=1)
+    )
+    sizes = [len(y) for _, y in kept.train_batches(0)]
+    assert sizes == [10] * 7 + [N_TRAIN - 70] and kept.num_train_batches() == 8
+    dropped = ImageNetTask(
+        small_cfg(root, init_dir, batch_size=10, drop_last=True), RunEnv(device=CPU, seed=1)
+    )
+    assert [len(y) for _, y in dropped.train_batches(0)] == [10] * 7 and dropped.num_train_batches() == 7
+
+
 def test_validation_transform_resizes_crops_and_normalises(tmp_path: Path, init_dir: Path) -> None:
     colour = (30, 140, 220)
     for split in ("train", "val"):

@@ -29,26 +29,15 @@ PAPER = {
 
 @pytest.mark.parametrize("optimizer", sorted(PAPER))
 def test_presets_hold_the_paper_settings(optimizer: str) -> None:
+    """The values themselves: tests/test_released_presets.py. Here: the command line wins over the preset,
+    and the table's runs get the preset."""
     register_configs()
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        cfg = compose("train", overrides=["task=imagenet", f"optimizer={optimizer}", "seed=2"])
+        cfg = compose("train", overrides=["task=imagenet", f"optimizer={optimizer}"])
         override = compose("train", overrides=["task=imagenet", f"optimizer={optimizer}", "trainer.epochs=3"])
         table = compose("train", overrides=["experiment=vision", f"optimizer={optimizer}"])
-    expected = dict(PAPER[optimizer])
-    assert cfg.regularizer.lam == expected.pop("lam") and cfg.regularizer.name == "group_lasso"
-    for key, value in expected.items():
-        assert cfg.optimizer[key] == value, key
-    if "stop" in expected:
-        assert (cfg.optimizer.rtol, cfg.optimizer.max_iters) == (1e-8, 100)
-    assert (cfg.task.name, cfg.task.model, cfg.task.batch_size, cfg.task.label_smoothing) == (
-        "imagenet",
-        "resnet50",
-        256,
-        0.1,
-    )
-    assert (cfg.trainer.epochs, list(cfg.trainer.milestones), cfg.trainer.gamma) == (160, [40, 80, 120], 0.1)
-    assert (cfg.trainer.precision, cfg.trainer.channels_last, cfg.seed) == ("bf16", True, 2)
-    assert override.trainer.epochs == 3  # the command line wins over the preset
+    assert cfg.regularizer.lam == PAPER[optimizer]["lam"] and cfg.trainer.epochs == 160
+    assert override.trainer.epochs == 3
     assert table.table == "vision" and table.task.name == "imagenet"
     assert (
         table.optimizer == cfg.optimizer

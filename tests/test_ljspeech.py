@@ -182,6 +182,37 @@ def test_collate_sorts_pads_and_sets_gate_targets():
         assert torch.all(batch.gates[b, : T - 1] == 0) and torch.all(batch.gates[b, T - 1 :] == 1)
 
 
+def test_loss_counts_padding_unless_masked_and_batchnorm_scales_are_uniform(ljs: Path, one_thread):
+    """The authors' loss (mask_padding false): plain means over the padded batch, predictions on padded
+    frames against mel 0 and gate 1, recomputed here from the model's outputs; masked: those frames set to
+    the targets. BatchNorm scales: uniform in [0, 1) (NVIDIA's init_bn), not torch's ones."""
+    from ramda.tasks.ljspeech import tacotron2_losses
+
+    task = task_module("ljspeech").TASK(small_cfg(ljs), CPU)
+    torch.manual_seed(0)
+    model = task.build_model().eval()
+    scales = torch.cat([m.weight for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d)])
+    assert scales.numel() > 0 and scales.min() >= 0 and scales.max() < 1 and scales.std() > 0.2
+    batch = next(iter(task.train_batches(0)))
+    assert (batch.mel_lengths < batch.mels.shape[-1]).any()  # some padding to count or mask
+    with torch.no_grad():
+        torch.manual_seed(1)
+        mel, post, gate, _ = model(batch.tokens, batch.token_lengths, batch.mels, batch.mel_lengths)
+        torch.manual_seed(1)
+        plain = tacotron2_losses(model, batch)
+        torch.manual_seed(1)
+        masked = tacotron2_losses(model, batch, mask_padding=True)
+    mse = torch.nn.functional.mse_loss
+    assert plain[0].item() == pytest.approx((mse(mel, batch.mels) + mse(post, batch.mels)).item(), rel=1e-6)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(gate, batch.gates)
+    assert plain[1].item() == pytest.approx(bce.item(), rel=1e-6)
+    pad = torch.arange(batch.mels.shape[-1])[None, :] >= batch.mel_lengths[:, None]
+    kept = mel.masked_fill(pad[:, None], 0.0), post.masked_fill(pad[:, None], 0.0)
+    assert masked[0].item() == pytest.approx(sum(mse(k, batch.mels) for k in kept).item(), rel=1e-6)
+    assert masked[0].item() < plain[0].item()  # the padded frames' errors are gone
+    assert task_module("ljspeech").TASK(small_cfg(ljs, mask_padding=True), CPU).cfg.mask_padding
+
+
 def test_task_module_contract():
     module = task_module("ljspeech")
     assert module.Config().name == "ljspeech" and module.TASK.metric == "val_loss"

@@ -89,7 +89,7 @@ def test_stagewise_lr_restarts_and_momentum_schedule():
     # epochs 4 and 5 (6 calls) after the last milestone: c = c0·√7
     assert opt.param_groups[0]["momentum"] == pytest.approx(0.01 * 7**0.5)
     state = (sched.state_dict(), mom.state_dict())
-    sched2, mom2 = StageWiseLR(opt, [1]), MomentumSchedule(opt, 0)
+    sched2, mom2 = StageWiseLR(opt, [1]), MomentumSchedule(opt, start_epoch=0)
     sched2.load_state_dict(state[0])
     mom2.load_state_dict(state[1])
     assert (sched2.state_dict(), mom2.state_dict()) == state
@@ -117,7 +117,7 @@ def test_identifies_the_multitask_lasso_structure(cls):
     lin = nn.Linear(d, tasks, bias=False).double()
     opt = cls(param_groups(lin, lam), lr=0.1, momentum=0.1)
     milestones = [150, 300, 450, 600]
-    sched, mom = StageWiseLR(opt, milestones, gamma=0.5), MomentumSchedule(opt, milestones[-1])
+    sched, mom = StageWiseLR(opt, milestones, gamma=0.5), MomentumSchedule(opt, start_epoch=milestones[-1])
     xt, yt = torch.tensor(x), torch.tensor(y)
     for epoch in range(750):
         opt.zero_grad()

@@ -38,17 +38,6 @@ def grid(table: str) -> list[tuple[str, int]]:
     return list(itertools.product(opts, seeds))
 
 
-@pytest.mark.parametrize("table", experiments.names())
-def test_experiment_yaml_matches_definition(table: str) -> None:
-    """The multirun grid of configs/experiment/<table>.yaml is the table definition's optimizers × seeds."""
-    path = ROOT / "configs" / "experiment" / f"{table}.yaml"
-    exp = experiments.get(table)
-    assert grid(table) == list(itertools.product(exp.optimizers, exp.seeds))
-    conf = yaml.safe_load(path.read_text())
-    assert conf["table"] == table
-    assert {"override /task": exp.task} in conf["defaults"]
-
-
 def test_slurm_plan_of_demo_table() -> None:
     p = plan_json("experiment=demo", "hydra/launcher=slurm")
     expected = grid("demo")

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
+import yaml
 
 from ramda.fixtures import make
 
@@ -32,6 +36,8 @@ def test_train_py_lowers_loss_and_zeroes_groups_under_a_large_lambda(tmp_path: P
         "optimizer.momentum=1.0",
         "regularizer.lam=3e-4",
         "trainer.epochs=2",
+        "trainer.max_steps=0",
+        "trainer.eval_every_steps=0",
         "trainer.milestones=[]",
         "trainer.progress=none",
         f"hydra.run.dir={run}",
@@ -61,41 +67,130 @@ def test_train_py_lowers_loss_and_zeroes_groups_under_a_large_lambda(tmp_path: P
     assert summary["group_sparsity"] == zero / total
 
 
-def _compose(overrides: list[str]):
-    from hydra import compose, initialize_config_dir
-
-    from ramda.config import register_configs
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        return compose("train", overrides=overrides, return_hydra_config=True)
-
-
-def test_presets_are_picked_for_wikitext103_and_labelled_as_ours() -> None:
-    from omegaconf import OmegaConf
-
-    for name in ("ramda", "rmda", "proxsgd", "proxgen", "adam"):
-        path = REPO / "configs" / "preset" / "wikitext103" / f"{name}.yaml"
-        assert "Not" in path.read_text() or "NOT" in path.read_text()  # never passed off as the paper's
-        preset = OmegaConf.load(path)
-        cfg = _compose(["task=wikitext103", f"optimizer={name}"])
-        assert cfg.optimizer.name == name and cfg.optimizer.lr == preset.optimizer.lr
-        assert cfg.regularizer.lam == preset.regularizer.lam
-        assert cfg.trainer.epochs == preset.trainer.epochs
-        assert (
-            cfg.task.n_layer == 16 and cfg.task.d_model == 410 and cfg.task.cutoffs == [20000, 40000, 200000]
-        )
-        assert cfg.task.batch_size == 60 and cfg.task.tgt_len == cfg.task.mem_len == 150
+def _tiny_cmd(data: Path, cache: Path, run: Path, *extra: str) -> list[str]:
+    """The issue's smoke command, shortened: RAMDA's tiny preset (λ > 0, milestones at steps 20, 30), 10
+    batches per epoch so that the run crosses epoch ends (roll, memory carried over)."""
+    return [
+        sys.executable,
+        "train.py",
+        "task=wikitext103_tiny",
+        "optimizer=ramda",
+        f"task.data.root={data}",
+        f"task.data.cache_dir={cache}",
+        "task.max_train_batches=10",
+        "task.max_eval_batches=4",
+        "trainer.max_steps=24",
+        "trainer.eval_every_steps=8",
+        "trainer.milestones=[12,20]",
+        "trainer.checkpoint_every_steps=5",
+        "trainer.progress=lines",
+        "trainer.log_every_steps=1",
+        f"hydra.run.dir={run}",
+        *extra,
+    ]
 
 
-def test_language_experiments_compose() -> None:
-    cfg = _compose(["experiment=language"])
-    assert cfg.table == "language" and cfg.task.name == "wikitext103"
-    params = cfg.hydra.sweeper.params
-    assert params.optimizer == "ramda,rmda,proxsgd,proxgen" and params.seed == "1,2,3"
-    sweep = _compose(["experiment=language_sweep"])
-    assert sweep.table == "language_sweep" and sweep.task.name == "wikitext103"
-    assert len(sweep.hydra.sweeper.params["optimizer.lr"].split(",")) == 3
-    assert len(sweep.hydra.sweeper.params["regularizer.lam"].split(",")) == 3
-    lr, lam = sweep.optimizer.lr, sweep.regularizer.lam  # each grid point gets its own run directory
-    assert sweep.hydra.sweep.subdir == f"wikitext103/ramda/lr{lr}_lam{lam}/seed1"
+def _rows(run: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if not k.startswith("time")} for r in rows]
+
+
+@pytest.mark.timeout(1500)  # three train.py processes: about 2 min of CPU, far more on a loaded box
+def test_step_counted_run_survives_sigkill_mid_epoch_with_its_memory(tmp_path: Path) -> None:
+    """Rows every 8 steps; a SIGKILL after step 16 (last checkpoint: step 15, mid-epoch, mid-period) and a
+    resume give the uninterrupted run's rows and weights: the Transformer-XL memory, the epoch's roll and
+    the step-counted schedules all continue where they were."""
+    data = make("wikitext103", tmp_path / "fx")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    base = tmp_path / "base"
+    proc = subprocess.run(
+        _tiny_cmd(data, tmp_path / "cache", base),
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = _rows(base)
+    assert [(r["epoch"], r["step"]) for r in rows] == [(1, 8), (2, 16), (3, 24)]
+    lrs = [r["lr"] for r in rows]
+    assert lrs == pytest.approx([5e-3, 5e-4, 5e-5])  # milestones 12, 20: after steps 11 and 19
+    assert rows[1]["momentum"] == pytest.approx(1e-2) and rows[2]["momentum"] > 1e-2  # from step 19 on
+    cfg = yaml.safe_load((base / "config.yaml").read_text())
+    assert cfg["regularizer"]["lam"] == 1.25e-7 and cfg["trainer"]["lr_schedule"] == "stagewise"
+
+    run = tmp_path / "run"
+    killed = subprocess.Popen(
+        _tiny_cmd(data, tmp_path / "cache", run), cwd=REPO, env=env, stdout=subprocess.PIPE, text=True
+    )
+    assert killed.stdout is not None
+    for line in killed.stdout:
+        if line.startswith("epoch 2 step 6/"):  # global step 16, after its row; checkpoint of step 15
+            killed.send_signal(signal.SIGKILL)
+            break
+    killed.communicate(timeout=120)
+    assert killed.returncode == -signal.SIGKILL
+    saved = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert saved["global_step"] in (15, 16) and saved["task_ranks"][0]["mems"] is not None
+    proc = subprocess.run(
+        _tiny_cmd(data, tmp_path / "cache", run),
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert _rows(run) == rows
+    final = [torch.load(d / "checkpoint.pt", map_location="cpu", weights_only=True) for d in (base, run)]
+    for key, value in final[0]["model"].items():
+        assert torch.equal(value, final[1]["model"][key]), key
+    for a, b in zip(final[0]["task_ranks"][0]["mems"], final[1]["task_ranks"][0]["mems"]):
+        assert torch.equal(a, b)
+
+
+def test_hf_source_trains_from_a_dataset_saved_to_disk(tmp_path: Path) -> None:
+    """task.data.source=hf end to end, offline: the fixture saved with ``datasets``' ``save_to_disk`` gives
+    the token files' corpus, and train.py runs on it; a directory that is not such a dataset is one line.
+    Then scripts/eval_wikitext103.py recomputes the run's validation perplexity from its checkpoint and
+    evaluates the test split with the released protocol."""
+    pytest.importorskip("datasets")
+    from ramda.fixtures.wikitext103 import make_hf
+    from ramda.tasks.wikitext103 import Corpus, DataConfig
+
+    hf = make_hf(tmp_path / "fx")
+    files = Corpus.load(
+        DataConfig(root=str(tmp_path / "fx" / "wikitext-103"), cache_dir=str(tmp_path / "c1"))
+    )
+    other = Corpus.load(DataConfig(source="hf", hf_path=str(hf), cache_dir=str(tmp_path / "c2")))
+    assert other.itos == files.itos
+    assert all(torch.equal(other.splits[s], files.splits[s]) for s in files.splits)
+    with pytest.raises(ValueError, match=r"^task.data.hf_path: .* is not a dataset saved with save_to_disk"):
+        Corpus.load(DataConfig(source="hf", hf_path=str(tmp_path / "fx"), cache_dir=str(tmp_path / "c2")))
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "HF_DATASETS_OFFLINE": "1"}
+    cmd = [sys.executable, "train.py", "task=wikitext103_tiny", "optimizer=ramda", "task.data.source=hf"]
+    cmd += [f"task.data.hf_path={hf}", f"task.data.cache_dir={tmp_path / 'c3'}", "trainer.max_steps=3"]
+    cmd += ["trainer.milestones=[]"]
+    cmd += ["trainer.eval_every_steps=0", "trainer.progress=none", f"hydra.run.dir={tmp_path / 'run'}"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["global_step"] == 3
+
+    script = [sys.executable, "scripts/eval_wikitext103.py", str(tmp_path / "run"), "--device", "cpu"]
+    script += ["--split", "valid", "--tgt-len", "16", "--mem-len", "16", "--clamp-len", "-1"]
+    script += ["--no-same-length", "--batch-size", "2"]
+    proc = subprocess.run(script, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert float(proc.stdout.split("perplexity ")[1].split()[0]) == pytest.approx(
+        summary["metric_value"], abs=6e-3
+    )
+    spec = importlib.util.spec_from_file_location(
+        "eval_wikitext103", REPO / "scripts" / "eval_wikitext103.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    test = module.evaluate(tmp_path / "run", "test", 64, 640, 400, True, 16, "cpu")
+    assert test["step"] == 3 and math.isfinite(test["perplexity"]) and test["perplexity"] > 1

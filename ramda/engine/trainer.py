@@ -30,6 +30,7 @@ from ramda.engine.logging import Console, RunFiles, WandbLogger
 from ramda.engine.rundir import RunLock, remove_stale_writes
 from ramda.engine.signals import StopRequest
 from ramda.files import atomic_write
+from ramda.optim.schedules import StageWiseLR
 from ramda.structure import sparsity_report
 from ramda.tasks import task_module
 
@@ -44,6 +45,7 @@ RESUMABLE_CHANGES = (
     "trainer.checkpoint_every_steps",
     "task.num_workers",
     "trainer.dump_replicas",
+    "trainer.export",
 )
 
 
@@ -207,7 +209,7 @@ class Trainer:
         if cfg.trainer.channels_last and env.device.type == "cuda":
             model.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(cfg, model)
-        self.lr_schedule, self.momentum_schedule = build_schedules(cfg, self.optimizer)
+        self.lr_schedule, self.momentum_schedule = build_schedules(cfg, self.optimizer, self._total_steps())
         self.scaler = torch.amp.GradScaler(env.device.type, enabled=cfg.trainer.precision == "fp16")
         parallel = distributed.wrap(model, env, cfg.trainer.sync_batchnorm)
         self.step_model = torch.compile(parallel) if cfg.trainer.compile else parallel
@@ -235,6 +237,7 @@ class Trainer:
             if self.momentum_schedule is not None and state.get("momentum_schedule"):
                 self.momentum_schedule.load_state_dict(state["momentum_schedule"])
             self.scaler.load_state_dict(state["scaler"])
+            self.task.load_state_dict(state.get("task_ranks") or [{}])
             rngs = state.get("rng_ranks") or [state["rng"]]
             if env.rank < len(rngs):
                 ckpt.set_rng_state(rngs[env.rank])
@@ -253,7 +256,10 @@ class Trainer:
         cfg, env = self.cfg, self.env
         self.started = True
         self.files.write_config(OmegaConf.to_yaml(self.config_dict))
-        self.console = Console(cfg.trainer.progress, env.is_main, cfg.trainer.epochs)
+        epochs = cfg.trainer.epochs
+        if cfg.trainer.max_steps > 0:  # the epochs a step-counted run reaches into
+            epochs = math.ceil(cfg.trainer.max_steps / self.task.num_train_batches())
+        self.console = Console(cfg.trainer.progress, env.is_main, epochs)
         self.wandb = None
         if cfg.logger.name == "wandb" and env.is_main:
             name = f"{cfg.task.name}-{cfg.optimizer.name}-seed{cfg.seed}"
@@ -295,6 +301,8 @@ class Trainer:
         finally:
             self.console.close()
         summary = self.summary("completed")
+        if self.cfg.trainer.export and self.env.is_main:
+            summary["slim"] = self._export()
         self.files.write_summary(summary)
         self._finish(summary)
         if self.cfg.trainer.dump_replicas:
@@ -302,6 +310,25 @@ class Trainer:
             path = self.run_dir / f"replica_rank{self.env.rank}.pt"
             atomic_write(path, lambda f: torch.save(replica, f))
         return summary
+
+    def _export(self) -> dict[str, Any]:
+        """``trainer.export``: the smaller dense model in ``slim.pt`` / ``slim.json`` and its headline figures
+        for ``summary.json`` (an export that fails is recorded there; the run itself has completed)."""
+        from ramda.export.run import ExportError, export_model
+        from ramda.export.slim import SlimError
+
+        try:
+            report = export_model(self.cfg, self.model, self.run_dir)
+        except (ExportError, SlimError, ModuleNotFoundError) as err:
+            self.console.print(f"export failed: {err}")
+            return {"error": str(err)}
+        figures = report.figures()
+        speedup = ", ".join(f"{v:.2f}x at {k}" for k, v in figures["speedup"].items())
+        self.console.print(
+            f"slim model: FLOPs kept {100 * figures['flops_kept']:.1f}%, params kept "
+            f"{100 * figures['params_kept']:.1f}%, CPU speedup {speedup} ({self.run_dir / 'slim.pt'})"
+        )
+        return figures
 
     def _fail(self, error: str) -> None:
         summary = self.summary("failed", error=error)
@@ -322,14 +349,29 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.env.device.type, dtype=dtype)
 
+    def _total_steps(self) -> int:
+        """The run's optimizer steps: ``trainer.max_steps``, or epochs × batches per epoch."""
+        tr = self.cfg.trainer
+        return tr.max_steps if tr.max_steps > 0 else tr.epochs * self.task.num_train_batches()
+
+    def _finished(self) -> bool:
+        tr = self.cfg.trainer
+        return self.global_step >= tr.max_steps if tr.max_steps > 0 else self.epoch >= tr.epochs
+
     def _train(self, stop: StopRequest) -> None:
         cfg = self.cfg
         every = cfg.trainer.checkpoint_every_steps
         log_every = cfg.trainer.log_every_steps
+        eval_every = cfg.trainer.eval_every_steps
+        by_steps = cfg.trainer.max_steps > 0
         n_batches = self.task.num_train_batches()
+        if by_steps and n_batches == 0:
+            raise RuntimeError(
+                f"task {cfg.task.name} has no training batches: trainer.max_steps cannot be reached"
+            )
         self.signum: int | None = None
         self.console.start(self.epoch)
-        while self.epoch < cfg.trainer.epochs:
+        while not self._finished():
             epoch = self.epoch
             self.task.on_epoch_start(epoch)
             self.step_model.train()
@@ -348,12 +390,20 @@ class Trainer:
                     self._save()
                     self._promote()
                     raise Preempted(self.signum, str(self.files.checkpoint))
-                if every and self.global_step % every == 0 and self.step_in_epoch < n_batches:
+                last = self._finished()
+                periodic = eval_every and self.global_step % eval_every == 0
+                if (periodic and (by_steps or self.step_in_epoch < n_batches)) or (by_steps and last):
+                    self._save()  # the training is kept even if the evaluation fails
+                    self._record(epoch_end=False)
+                elif every and self.global_step % every == 0 and self.step_in_epoch < n_batches:
                     self._save()
+                if last:
+                    break
                 tick = time.perf_counter()
             if self.step_in_epoch == n_batches and n_batches > 0:
                 self._save()  # the epoch's training is kept even if its evaluation fails
-            self._end_epoch(epoch)
+            if self.step_in_epoch >= n_batches:
+                self._end_epoch(record=not by_steps)
             _, self.signum = distributed.agree(False, stop.signum, self.env)
             if self.signum is not None:
                 self._promote()
@@ -385,8 +435,6 @@ class Trainer:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.task.cfg.grad_clip)
         self.scaler.step(opt)
         self.scaler.update()
-        if self.momentum_schedule is not None:
-            self.momentum_schedule.step(self.epoch)
         if OPTIMIZERS[self.cfg.optimizer.name].solver:
             iters = opt.solver_iterations()
             if math.isfinite(iters):
@@ -396,11 +444,40 @@ class Trainer:
         self.tally.batches += 1
         self.step_in_epoch += 1
         self.global_step += 1
+        self._schedule_step()
         return value
 
-    def _end_epoch(self, epoch: int) -> None:
+    def _schedule_step(self) -> None:
+        """After every optimizer step: the momentum schedule and, when counted in steps, the lr schedule,
+        with the tick the authors' scripts pass (the epoch, or the number of steps taken; see
+        :mod:`ramda.optim.schedules`). A cosine schedule steps here in every mode."""
+        by_steps = self.cfg.trainer.max_steps > 0
+        tick = self.global_step if by_steps else self.epoch
+        if self.momentum_schedule is not None:
+            self.momentum_schedule.step(tick)
+        if isinstance(self.lr_schedule, StageWiseLR):
+            if by_steps:
+                self.lr_schedule.step(tick)
+        else:
+            self.lr_schedule.step()
+
+    def _end_epoch(self, record: bool) -> None:
+        """The epoch's last step was taken: a metrics row (epoch-counted runs) or just the move to the next
+        epoch (its checkpoint is written)."""
+        if record:
+            self._record(epoch_end=True)
+            return
+        self.epoch, self.step_in_epoch = self.epoch + 1, 0
+        self._save()
+        self.console.end_epoch()
+
+    def _record(self, epoch_end: bool) -> None:
+        """Evaluate (in full precision, whatever ``trainer.precision`` trains in), append a metrics row for the
+        steps since the previous one, checkpoint. At an epoch end of an epoch-counted run, also the lr
+        schedule's tick and the move to the next epoch."""
+        epoch = self.epoch
         self.step_model.eval()
-        with torch.no_grad(), self._autocast():
+        with torch.no_grad():
             metrics = self.task.evaluate(self.eval_model)
         self.step_model.train()
         if self.task.metric not in metrics:
@@ -416,24 +493,28 @@ class Trainer:
             "lr": float(self.optimizer.param_groups[0]["lr"]),
             "momentum": _momentum(self.optimizer),
             "solver_iters": tally.solver_sum / tally.solver_steps if tally.solver_steps else None,
-            "time_per_epoch": tally.train_time,
+            "time_per_epoch": self._epoch_time(tally, epoch_end),
         }
-        self.lr_schedule.step()
         self.history.append(record)
-        self.epoch, self.step_in_epoch, self.tally = epoch + 1, 0, EpochTally()
+        self.tally = EpochTally()
+        if epoch_end:
+            if isinstance(self.lr_schedule, StageWiseLR):
+                self.lr_schedule.step(epoch)
+            self.epoch, self.step_in_epoch = epoch + 1, 0
         if math.isfinite(value):
             self._save()
         self.files.append_metrics(record)
         if self.wandb is not None:
             self.wandb.log(record)
-        self.console.end_epoch()
+        if epoch_end:
+            self.console.end_epoch()
         self.console.print(self._epoch_line(record))
         if not math.isfinite(
             value
         ):  # recorded as such; the run fails, keeping the epoch's trained checkpoint
             raise NonFiniteLossError(
                 epoch + 1,
-                0,
+                0 if epoch_end else self.step_in_epoch,
                 self.global_step,
                 value,
                 str(self.files.checkpoint),
@@ -442,11 +523,22 @@ class Trainer:
             )
         self.files.write_summary(self.summary("running"))
 
+    def _epoch_time(self, tally: EpochTally, epoch_end: bool) -> float:
+        """The training time of an epoch: the measured one at an epoch end, else the period's time scaled
+        to an epoch's steps (rows of step-counted runs, comparable with the papers' time per epoch)."""
+        if epoch_end or not tally.batches:
+            return tally.train_time
+        return tally.train_time * self.task.num_train_batches() / tally.batches
+
     def _epoch_line(self, r: dict[str, Any]) -> str:
         metric = self.task.metric
         solver = f" | solver it {r['solver_iters']:.1f}" if r["solver_iters"] is not None else ""
+        tr = self.cfg.trainer
+        where = f"epoch {r['epoch']}/{tr.epochs}"
+        if tr.max_steps > 0 or tr.eval_every_steps > 0:
+            where = f"epoch {r['epoch']} step {r['step']}" + (f"/{tr.max_steps}" if tr.max_steps > 0 else "")
         return (
-            f"epoch {r['epoch']}/{self.cfg.trainer.epochs} | loss {r['train_loss']:.4f} | {metric} "
+            f"{where} | loss {r['train_loss']:.4f} | {metric} "
             f"{r[metric]:.2f} | sparsity {100 * r['weighted_group_sparsity']:.2f}% (groups "
             f"{100 * r['group_sparsity']:.2f}%, entries {100 * r['unstructured_sparsity']:.2f}%) | "
             f"lr {r['lr']:.3g}{solver} | {r['time_per_epoch']:.2f} s/epoch"
@@ -498,6 +590,7 @@ class Trainer:
         self._check_finite_weights()
         partial = asdict(self._global_tally())
         rngs = distributed.all_gather(ckpt.rng_state(), self.env)
+        tasks = distributed.all_gather(self.task.state_dict(), self.env)
         if not self.env.is_main:
             return
         self.files.save_checkpoint(
@@ -506,6 +599,7 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(),
                 "lr_schedule": self.lr_schedule.state_dict(),
                 "momentum_schedule": self.momentum_schedule.state_dict() if self.momentum_schedule else None,
+                "task_ranks": tasks,
                 "scaler": self.scaler.state_dict(),
                 "rng": rngs[0],
                 **({"rng_ranks": rngs} if self.env.distributed else {}),
@@ -531,7 +625,7 @@ class Trainer:
             "task": cfg.task.name,
             "optimizer": cfg.optimizer.name,
             "regularizer": cfg.regularizer.name,
-            "lam": float(cfg.regularizer.lam),
+            "lam": float(cfg.regularizer.lam) * float(cfg.regularizer.scale),
             "seed": cfg.seed,
             "metric": self.task.metric,
             "metric_value": last.get(self.task.metric),

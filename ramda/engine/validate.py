@@ -24,6 +24,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 PROGRESS = ("auto", "bar", "lines", "none")
 LOGGERS = ("local", "wandb")
 LOGGER_MODES = ("auto", "online", "offline", "disabled")
+LR_SCHEDULES = ("stagewise", "cosine")
 # What ``optimizer.momentum`` may be, by its meaning in the registry: (low, high, closed low, closed high).
 MOMENTUM_RANGES = {"average": (0.0, 1.0, False, True), "heavy_ball": (0.0, 1.0, True, False)}
 
@@ -148,6 +149,7 @@ def _validate_regularizer(reg: DictConfig, optimizer: str) -> None:
         check_lam(lam)
     except ValueError as err:
         raise ConfigError("regularizer.lam", f"{lam} is out of range", "valid: a finite number >= 0") from err
+    _nonneg("regularizer.scale", reg.scale)
     if lam == 0:
         return
     if reg.name == "none":
@@ -169,31 +171,52 @@ def _validate_trainer(tr: DictConfig, optimizer: str) -> None:
     _one_of("trainer.progress", tr.progress, PROGRESS)
     if tr.epochs < 1:
         raise ConfigError("trainer.epochs", f"{tr.epochs} is out of range", "valid: an integer >= 1")
+    for key in ("max_steps", "eval_every_steps"):
+        if tr[key] < 0:
+            raise ConfigError(f"trainer.{key}", f"{tr[key]} < 0", "valid: 0 (off) or a positive integer")
+    _one_of("trainer.lr_schedule", tr.lr_schedule, LR_SCHEDULES)
     milestones = list(tr.milestones)
     if any(m < 1 for m in milestones) or milestones != sorted(set(milestones)):
+        unit = "steps" if tr.max_steps > 0 else "epochs"
         raise ConfigError(
-            "trainer.milestones", f"{milestones} is not valid", "valid: strictly increasing epochs >= 1"
+            "trainer.milestones", f"{milestones} is not valid", f"valid: strictly increasing {unit} >= 1"
+        )
+    if tr.lr_schedule == "cosine" and milestones:
+        raise ConfigError(
+            "trainer.milestones",
+            f"{milestones} with trainer.lr_schedule=cosine",
+            "valid: [] (cosine annealing has no milestones), or trainer.lr_schedule=stagewise",
         )
     _number("trainer.gamma", tr.gamma, 0.0, 1.0, False, True)
     if tr.momentum_start_epoch is not None and tr.momentum_start_epoch < 0:
         raise ConfigError(
             "trainer.momentum_start_epoch", f"{tr.momentum_start_epoch} < 0", "valid: null or >= 0"
         )
+    by_steps = tr.max_steps > 0
+    length, unit = (tr.max_steps, "steps") if by_steps else (tr.epochs, "epochs")
     start = momentum_start_epoch(tr)
-    late_momentum = OPTIMIZERS[optimizer].dual_averaging and tr.momentum_schedule and start >= tr.epochs
-    if milestones and milestones[-1] >= tr.epochs:
+    late_momentum = (
+        OPTIMIZERS[optimizer].dual_averaging
+        and tr.momentum_schedule
+        and tr.lr_schedule == "stagewise"
+        and start >= length
+    )
+    if milestones and milestones[-1] >= length:
         short = " trainer.momentum_start_epoch=null" if late_momentum and tr.momentum_start_epoch else ""
+        acts = "after step m − 1" if by_steps else "after epoch m"
+        one = "none in a 1-step run" if by_steps else "none in a 1-epoch run"
         raise ConfigError(
             "trainer.milestones",
-            f"{milestones} reaches beyond the run's {tr.epochs} epochs (a milestone m acts after epoch m)",
-            f"valid: {f'epochs in [1, {tr.epochs - 1}]' if tr.epochs > 1 else 'none in a 1-epoch run'}; "
+            f"{milestones} reaches beyond the run's {length} {unit} (a milestone m acts {acts})",
+            f"valid: {f'{unit} in [1, {length - 1}]' if length > 1 else one}; "
             f"for a short run: trainer.milestones=[]{short}",
         )
     if late_momentum:
+        tick = "step" if by_steps else "epoch"
         raise ConfigError(
             "trainer.momentum_start_epoch",
-            f"the momentum schedule would start at epoch {start}, after the run's {tr.epochs} epochs",
-            f"valid: a (0-based) epoch in [0, {tr.epochs - 1}], or trainer.momentum_schedule=false",
+            f"the momentum schedule would start at {tick} {start}, after the run's {length} {unit}",
+            f"valid: a (0-based) {tick} in [0, {length - 1}], or trainer.momentum_schedule=false",
         )
     for key in ("checkpoint_every_steps", "log_every_steps", "threads"):
         if tr[key] < 0:

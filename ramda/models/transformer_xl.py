@@ -110,7 +110,7 @@ class AdaptiveLogSoftmax(nn.Module):
         cutoffs: Sequence[int],
         div_val: int = 1,
         tie_to: AdaptiveEmbedding | None = None,
-        tie_projs: bool = True,
+        tie_projs: Sequence[bool] = (),
     ):
         super().__init__()
         self.n_token, self.d_embed, self.d_proj, self.div_val = n_token, d_embed, d_proj, div_val
@@ -141,10 +141,10 @@ class AdaptiveLogSoftmax(nn.Module):
         if tie_to is not None:
             for i, layer in enumerate(tie_to.emb_layers):
                 self.out_weights[i] = layer.weight
-            if tie_projs and len(tie_to.emb_projs):
-                # The recipe ties the tail clusters' projections only; the head keeps its own.
-                for i in range(1, len(self.out_projs)):
-                    self.out_projs[i] = tie_to.emb_projs[0 if div_val == 1 else i]
+            if len(tie_to.emb_projs):
+                for i in range(len(self.out_projs)):
+                    if i < len(tie_projs) and tie_projs[i]:
+                        self.out_projs[i] = tie_to.emb_projs[0 if div_val == 1 else i]
 
     def _cluster(self, i: int) -> tuple[Tensor, Tensor, Tensor | None]:
         """Weight, bias and input projection of cluster ``i`` (0 = shortlist, without the cluster logits)."""
@@ -283,8 +283,10 @@ class DecoderLayer(nn.Module):
 
 
 class TransformerXL(nn.Module):
-    """Transformer-XL language model; defaults are the WikiText-103 base configuration (151M parameters with
-    the 267,735-word vocabulary).
+    """Transformer-XL language model; defaults are NVIDIA's WikiText-103 base configuration, the authors'
+    (192M parameters with the 267,735-word vocabulary). ``tie_projs[i]``: cluster i of the softmax shares the
+    embedding's projection (only with projections: ``div_val > 1`` or ``d_embed != d_model``); None: the
+    recipe's ``[False, True, …]`` (the tail clusters tied, the head not).
 
     ``forward(data, target, mems)`` takes token ids ``[qlen, B]`` and returns the per-token negative
     log-likelihood ``[qlen, B]`` and the new memory: ``n_layer + 1`` detached tensors ``[≤ mem_len, B, d]``
@@ -295,18 +297,18 @@ class TransformerXL(nn.Module):
         self,
         n_token: int,
         n_layer: int = 16,
-        d_model: int = 410,
-        n_head: int = 10,
-        d_head: int = 41,
-        d_inner: int = 2100,
+        d_model: int = 512,
+        n_head: int = 8,
+        d_head: int = 64,
+        d_inner: int = 2048,
         dropout: float = 0.1,
         dropatt: float = 0.0,
-        mem_len: int = 150,
-        cutoffs: Sequence[int] = (20000, 40000, 200000),
+        mem_len: int = 192,
+        cutoffs: Sequence[int] = (19997, 39997, 199997),
         div_val: int = 1,
         d_embed: int | None = None,
         tie_weight: bool = True,
-        tie_projs: bool = True,
+        tie_projs: Sequence[bool] | None = None,
         clamp_len: int = -1,
         same_length: bool = False,
         pre_lnorm: bool = False,
@@ -322,6 +324,10 @@ class TransformerXL(nn.Module):
             raise ValueError(f"div_val={div_val} must be >= 1")
         if mem_len < 0:
             raise ValueError(f"mem_len={mem_len} must be >= 0")
+        if tie_projs is None:
+            tie_projs = [False] + [True] * len(cutoffs)
+        if len(tie_projs) != len(cutoffs) + 1:
+            raise ValueError(f"tie_projs={list(tie_projs)} needs one entry per cluster ({len(cutoffs) + 1})")
         d_embed = d_embed or d_model
         self.n_token, self.n_layer, self.d_model = n_token, n_layer, d_model
         self.mem_len, self.clamp_len, self.same_length = mem_len, clamp_len, same_length
@@ -340,7 +346,7 @@ class TransformerXL(nn.Module):
             cutoffs,
             div_val,
             tie_to=self.word_emb if tie_weight else None,
-            tie_projs=tie_projs,
+            tie_projs=list(tie_projs),
         )
         self.reset_parameters()
 

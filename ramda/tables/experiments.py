@@ -5,7 +5,9 @@ The definitions are the files ``experiments/<table>.py`` of the repository (besi
 ``EXPERIMENT`` to an :class:`Experiment`. They are the tables' data, loaded from their path: the project
 installs no top-level ``experiments`` package. The optimizer *settings* (lr, momentum, λ, schedule) live once,
 in the preset configs ``configs/preset/<task>/<optimizer>.yaml``; :meth:`Experiment.settings` reads them from
-there. The multirun grid of ``python train.py -m experiment=<table>`` is ``configs/experiment/<table>.yaml``.
+there (the authors' released values they must hold, with their files: ``experiments/released.py``). The
+multirun grid of ``python train.py -m experiment=<table>`` lives once, in ``configs/experiment/<table>.yaml``:
+:func:`grid` reads a table's task, optimizers and seeds from there.
 Optimizer names and row order come from the optimizer registry, :data:`ramda.config.OPTIMIZERS`.
 """
 
@@ -99,6 +101,23 @@ class Experiment:
     def overrides(self, optimizer: str, seed: int) -> list[str]:
         """The command-line overrides of one run of this table: ``train.py <these>`` runs that cell."""
         return [f"experiment={self.name}", f"optimizer={optimizer}", f"seed={seed}"]
+
+
+def grid(table: str) -> dict[str, Any]:
+    """``task``, ``optimizers`` and ``seeds`` of ``configs/experiment/<table>.yaml``: its task override and
+    its sweeper's ``optimizer`` and ``seed`` lists, read as plain YAML."""
+    import yaml
+
+    conf = yaml.safe_load((CONFIG_DIR / "experiment" / f"{table}.yaml").read_text(encoding="utf-8"))
+    task = next(
+        d["override /task"] for d in conf["defaults"] if isinstance(d, dict) and "override /task" in d
+    )
+    params = conf["hydra"]["sweeper"]["params"]
+    return {
+        "task": task,
+        "optimizers": tuple(str(params["optimizer"]).split(",")),
+        "seeds": tuple(int(seed) for seed in str(params["seed"]).split(",")),
+    }
 
 
 @functools.cache

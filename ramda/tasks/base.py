@@ -100,4 +100,12 @@ class Task(abc.ABC):
         """Validation metrics, identical on every rank; must contain ``self.metric``."""
 
     def on_epoch_start(self, epoch: int) -> None:
-        """Reset per-epoch state (e.g. recurrent memory)."""
+        """Reset per-epoch state."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """State the training loop carries between steps besides the model and optimizer (e.g. a recurrent
+        memory); saved in every checkpoint, per process."""
+        return {}
+
+    def load_state_dict(self, states: list[dict[str, Any]]) -> None:
+        """Restore from the :meth:`state_dict` of every process of the run that saved it (rank order)."""

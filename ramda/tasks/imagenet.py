@@ -47,7 +47,8 @@ class DataConfig:
 class Config(TaskConfig):
     """``batch_size`` is global (split over processes). ``model``: a ``torchvision.models`` name or
     ``timm:<name>``. ``init_cache``: directory of the per-seed initial weights (relative paths are taken from
-    the directory ``train.py`` was launched in)."""
+    the directory ``train.py`` was launched in). ``drop_last``: drop the last partial training batch (off: kept,
+    as the authors' loader does; with several processes the sampler then pads the shards to equal size)."""
 
     name: str = "imagenet"
     batch_size: int = 256
@@ -55,6 +56,8 @@ class Config(TaskConfig):
     data: DataConfig = field(default_factory=DataConfig)
     model: str = "resnet50"
     label_smoothing: float = 0.1
+    drop_last: bool = False
+    """Drop the last partial training batch (false: kept, as the authors' loader)."""
     init_cache: str = "results/init"
 
 
@@ -168,8 +171,8 @@ class ImageNetTask(Task):
     """ResNet50 on ImageNet-1k; reports top-1/top-5 accuracy (%) on the validation set.
 
     Training order: a ``DistributedSampler`` (with one process too) seeded with the run's seed and reshuffled
-    per epoch (permutation of seed + epoch), each rank taking every ``world_size``-th example, dropping the
-    ragged tail and last partial batch. Validation: each rank takes every ``world_size``-th image, no padding,
+    per epoch (permutation of seed + epoch), each rank taking every ``world_size``-th example; the last partial
+    batch is kept (padding the shards to equal size) unless ``drop_last``. Validation: each rank takes every ``world_size``-th image, no padding,
     and the counts are summed over ranks.
     """
 
@@ -233,7 +236,7 @@ class ImageNetTask(Task):
             rank=env.rank,
             shuffle=True,
             seed=env.seed,
-            drop_last=True,
+            drop_last=cfg.drop_last,
         )
         pin = cfg.data.pin_memory and env.device.type == "cuda"
         workers = {
@@ -245,7 +248,7 @@ class ImageNetTask(Task):
             self.train_set,
             batch_size=self.batch,
             sampler=self.train_sampler,
-            drop_last=True,
+            drop_last=cfg.drop_last,
             generator=torch.Generator().manual_seed(env.seed),
             **workers,
         )

@@ -7,9 +7,10 @@ Features: the log-mel spectrogram ``log(max(M |STFT(x)|, clamp))`` with a Hann w
 padding, magnitude (power 1) and a Slaney-normalised Slaney-scale mel filterbank M, so a clip of n samples
 has ``1 + n // hop`` frames. Text: :mod:`ramda.tasks.ljspeech_text` (english cleaners, 148 symbols).
 
-Model: torchaudio's ``Tacotron2`` (the NVIDIA architecture) with padding masked, trained with teacher
-forcing. Loss per batch: MSE(mel, target) + MSE(post-net mel, target) + BCE-with-logits(gate, gate target),
-each a mean over the padded batch, where the gate target is 1 from a clip's last frame on. The reported
+Model: torchaudio's ``Tacotron2`` (the NVIDIA architecture, BatchNorm scales uniform in [0, 1) as NVIDIA's
+``init_bn``), trained with teacher forcing. Loss per batch: MSE(mel, target) + MSE(post-net mel, target) +
+BCE-with-logits(gate, gate target), each a mean over the padded batch, where the gate target is 1 from a
+clip's last frame on; padded frames count (the authors' loss) unless ``mask_padding``. The reported
 metric ``val_loss`` is that loss averaged over the validation batches (prenet dropout stays on, as in the
 recipe; it is seeded so the number is a function of the weights).
 """
@@ -91,6 +92,10 @@ class Config(TaskConfig):
     batch_size: int = 64
     num_workers: int = 4
     grad_clip: float = 1.0
+    mask_padding: bool = False
+    """Mask the padded frames out of the loss (false: the authors' loss, where they count)."""
+    uniform_bn_weight: bool = True
+    """BatchNorm scales drawn uniform in [0, 1), as NVIDIA's ``init_bn`` (false: torch's ones)."""
     data: DataConfig = field(default_factory=DataConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -321,10 +326,11 @@ def collate(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> TTSBatch:
 # -------------------------------------------------------------------------------------------- model, loss
 
 
-def build_tacotron2(model: ModelConfig, audio: AudioConfig) -> nn.Module:
-    """torchaudio's ``Tacotron2`` with the recipe's 148 symbols. Its own ``mask_padding`` fills the outputs
-    in place after the post-net has used them, which breaks backward (pytorch/pytorch#93440), so it stays
-    off and :func:`tacotron2_losses` applies the same mask out of place."""
+def build_tacotron2(model: ModelConfig, audio: AudioConfig, uniform_bn_weight: bool = True) -> nn.Module:
+    """torchaudio's ``Tacotron2`` with the recipe's 148 symbols, BatchNorm scales uniform in [0, 1) as NVIDIA's
+    training script initialises them (``uniform_bn_weight``). Its own ``mask_padding`` fills the outputs in
+    place after the post-net has used them, which breaks backward (pytorch/pytorch#93440), so it stays off
+    and :func:`tacotron2_losses` applies the same mask out of place when asked."""
     from torchaudio.models import Tacotron2
 
     from ramda.tasks.ljspeech_text import SYMBOLS
@@ -335,19 +341,35 @@ def build_tacotron2(model: ModelConfig, audio: AudioConfig) -> nn.Module:
             "got "
             f"{model.symbol_embedding_dim} and {model.encoder_embedding_dim}"
         )
-    return Tacotron2(mask_padding=False, n_mels=audio.n_mels, n_symbol=len(SYMBOLS), **asdict(model))
+    net = Tacotron2(mask_padding=False, n_mels=audio.n_mels, n_symbol=len(SYMBOLS), **asdict(model))
+    if uniform_bn_weight:
+        uniform_bn_weights(net)
+    return net
 
 
-def tacotron2_losses(model: nn.Module, batch: TTSBatch) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(mel loss, gate loss)`` of a teacher-forced forward pass, in float32. As the recipe's
-    ``mask_padding``: predicted frames past a clip's end are set to 0 (the padded target) and gate logits
-    there to 1000 (target 1), so padding adds nothing but the means still count it."""
+def uniform_bn_weights(net: nn.Module) -> None:
+    """NVIDIA's ``init_bn``: every affine BatchNorm weight (scale) drawn uniformly from [0, 1)."""
+    with torch.no_grad():
+        for module in net.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.affine:
+                module.weight.uniform_()
+
+
+def tacotron2_losses(
+    model: nn.Module, batch: TTSBatch, mask_padding: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(mel loss, gate loss)`` of a teacher-forced forward pass, in float32, each a mean over the padded
+    batch. Without ``mask_padding`` (the authors' setting) the predictions on padded frames count against the
+    padded targets (mel 0, gate 1). With it, as the recipe's ``mask_padding``: predicted frames past a clip's
+    end are set to 0 and gate logits there to 1000, so padding adds nothing but the means still count it."""
     mel, mel_post, gate, _ = model(batch.tokens, batch.token_lengths, batch.mels, batch.mel_lengths)
-    frames = torch.arange(batch.mels.shape[-1], device=batch.mels.device)
-    pad = frames[None, :] >= batch.mel_lengths[:, None]  # [B, T]
-    mel = mel.float().masked_fill(pad[:, None, :], 0.0)
-    mel_post = mel_post.float().masked_fill(pad[:, None, :], 0.0)
-    gate = gate.float().masked_fill(pad, 1e3)
+    mel, mel_post, gate = mel.float(), mel_post.float(), gate.float()
+    if mask_padding:
+        frames = torch.arange(batch.mels.shape[-1], device=batch.mels.device)
+        pad = frames[None, :] >= batch.mel_lengths[:, None]  # [B, T]
+        mel = mel.masked_fill(pad[:, None, :], 0.0)
+        mel_post = mel_post.masked_fill(pad[:, None, :], 0.0)
+        gate = gate.masked_fill(pad, 1e3)
     mse = nn.functional.mse_loss
     mel_loss = mse(mel, batch.mels) + mse(mel_post, batch.mels)
     gate_loss = nn.functional.binary_cross_entropy_with_logits(gate, batch.gates)
@@ -401,7 +423,7 @@ class LJSpeechTask(Task):
         )
 
     def build_model(self) -> nn.Module:
-        return build_tacotron2(self.cfg.model, self.cfg.audio).to(self.env.device)
+        return build_tacotron2(self.cfg.model, self.cfg.audio, self.cfg.uniform_bn_weight).to(self.env.device)
 
     def num_train_batches(self) -> int:
         n = len(self.train_loader)
@@ -412,7 +434,7 @@ class LJSpeechTask(Task):
         return islice(self.train_loader, self.num_train_batches())
 
     def loss(self, model: nn.Module, batch: TTSBatch) -> torch.Tensor:
-        mel_loss, gate_loss = tacotron2_losses(model, batch.to(self.env.device))
+        mel_loss, gate_loss = tacotron2_losses(model, batch.to(self.env.device), self.cfg.mask_padding)
         return mel_loss + gate_loss
 
     def _val_batches(self) -> Iterator[TTSBatch]:
@@ -428,7 +450,9 @@ class LJSpeechTask(Task):
         with torch.no_grad(), torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.env.seed + self.env.rank)  # the prenet's dropout is on in eval too
             for batch in self._val_batches():
-                mel_loss, gate_loss = tacotron2_losses(model, batch.to(self.env.device))
+                mel_loss, gate_loss = tacotron2_losses(
+                    model, batch.to(self.env.device), self.cfg.mask_padding
+                )
                 totals += torch.stack([mel_loss.double(), gate_loss.double(), totals.new_ones(())])
         if self.env.distributed:
             torch.distributed.all_reduce(totals)

@@ -1,16 +1,19 @@
 """WikiText-103 word-level language modeling with Transformer-XL (the paper's language table).
 
-Data: the word-level files ``wiki.{train,valid,test}.tokens`` (``data.source=files``) or Hugging Face
-``datasets``' ``wikitext-103-v1`` from its local cache (``data.source=hf``, offline). Every line, blank lines
+Data: the word-level files ``wiki.{train,valid,test}.tokens`` (``data.source=files``) or a Hugging Face
+``datasets`` copy (``data.source=hf``, offline): the Hub's ``wikitext-103-v1`` from the local cache, or a
+``DatasetDict`` saved to disk (``data.hf_path``). Every line, blank lines
 included, is split on whitespace and ends with ``<eos>``; the vocabulary is ``<eos>`` followed by the training
 words by decreasing frequency (ties in order of first appearance), so the adaptive softmax's head holds the
 frequent words. Vocabulary and encoded splits are cached under ``data.cache_dir``.
 
-Batches follow the original recipe's ordered iterator: the token stream is cut into ``batch_size`` contiguous
-columns and read in windows of ``tgt_len`` (targets shifted by one); the model carries a memory of ``mem_len``
-hidden states from one window to the next, reset at each epoch start. Evaluation reads the whole
+Batches follow the recipe's ordered iterator (NVIDIA's, as the authors ran it): the token stream is cut into
+``batch_size`` contiguous columns and read in windows of ``tgt_len`` (targets shifted by one), each epoch with
+every column rotated by a random offset (``roll``); the model carries a memory of ``mem_len`` hidden states
+from one window to the next, across epoch ends too, and checkpoints keep it. Evaluation reads the whole
 validation split the same way (``eval_batch_size`` columns, windows of ``eval_tgt_len``, memory
-``eval_mem_len``), reporting ``val_loss`` = mean NLL over all its tokens and ``perplexity`` = exp(val_loss).
+``eval_mem_len``, no roll), reporting ``val_loss`` = mean NLL over all its tokens and ``perplexity`` =
+exp(val_loss): the figure the authors' table reports. Their test protocol is ``scripts/eval_wikitext103.py``.
 """
 
 from __future__ import annotations
@@ -44,61 +47,77 @@ CACHE_VERSION = 1
 @dataclass
 class DataConfig:
     """``root``: directory with ``wiki.{train,valid,test}.tokens`` (source ``files``). ``source``: ``files``
-    or ``hf`` (``datasets.load_dataset("wikitext", "wikitext-103-v1")`` from the local cache, offline;
-    ``hf_cache_dir`` overrides the cache location). ``cache_dir``: where the vocabulary and encoded splits
-    go."""
+    or ``hf``: with ``hf_path`` empty, ``datasets.load_dataset("wikitext", "wikitext-103-v1")`` from the local
+    cache, offline (``hf_cache_dir`` overrides the cache location); else ``datasets.load_from_disk(hf_path)``,
+    a ``DatasetDict`` with ``train``/``validation``/``test`` splits of a ``text`` column, one line per row as
+    the Hub's copy (``python scripts/make_fixtures.py wikitext103 DIR --hf`` writes one). ``cache_dir``: where
+    the vocabulary and encoded splits go."""
 
     root: str = "data/wikitext-103"
+    """Directory with ``wiki.{train,valid,test}.tokens`` (source ``files``)."""
     source: str = "files"
+    """``files`` (the token files under ``root``) or ``hf`` (Hugging Face ``datasets``, offline)."""
+    hf_path: str = ""
+    """With ``source=hf``: a ``DatasetDict`` saved with ``save_to_disk`` (empty: the Hub copy, cached)."""
     hf_cache_dir: str = ""
+    """With ``source=hf`` and no ``hf_path``: the ``datasets`` cache to read (empty: its default)."""
     cache_dir: str = "results/cache/wikitext103"
+    """Where the vocabulary and the encoded splits are cached (per source fingerprint)."""
 
 
 @dataclass
 class Config(TaskConfig):
-    """Transformer-XL base configuration for WikiText-103 (Dai et al., 2019); ``batch_size`` is global."""
+    """NVIDIA's Transformer-XL base for WikiText-103, the authors' model (``Transformer-XL/pytorch/
+    <Opt>_wt103_base.yaml``); ``batch_size`` is global. ``roll``: each epoch rotates every column of the
+    training stream by a random offset drawn with the seed ``seed + epoch + 1`` (the released iterator's
+    ``roll``, epochs counted from 1). ``tie_projs[i]``: softmax cluster i shares the embedding's projection
+    (no effect without projections, i.e. with ``div_val`` 1 and ``d_embed`` = ``d_model``)."""
 
     name: str = "wikitext103"
     data: DataConfig = field(default_factory=DataConfig)
-    batch_size: int = 60
-    eval_batch_size: int = 10
+    batch_size: int = 64
+    eval_batch_size: int = 16
     grad_clip: float = 0.25
     n_layer: int = 16
-    d_model: int = 410
-    n_head: int = 10
-    d_head: int = 41
-    d_inner: int = 2100
+    """Decoder layers."""
+    d_model: int = 512
+    """Model width."""
+    n_head: int = 8
+    """Attention heads."""
+    d_head: int = 64
+    """Width of each head."""
+    d_inner: int = 2048
+    """Inner width of the feed-forward layers."""
     d_embed: int = 0
+    """Embedding width (0: ``d_model``)."""
     dropout: float = 0.1
+    """Dropout rate."""
     dropatt: float = 0.0
-    tgt_len: int = 150
-    mem_len: int = 150
-    eval_tgt_len: int = 150
-    eval_mem_len: int = 150
+    """Dropout rate on the attention probabilities."""
+    tgt_len: int = 192
+    """Tokens per training window."""
+    mem_len: int = 192
+    """Memory length (hidden states kept from the previous windows) in training."""
+    eval_tgt_len: int = 192
+    """Tokens per evaluation window."""
+    eval_mem_len: int = 192
+    """Memory length in evaluation (also the warm-up that first fills it)."""
     clamp_len: int = -1
+    """Clamp relative positions at this distance (-1: no clamping)."""
     same_length: bool = False
-    cutoffs: list[int] = field(default_factory=lambda: [20000, 40000, 200000])
+    """Every query attends to the same number of keys."""
+    cutoffs: list[int] = field(default_factory=lambda: [19997, 39997, 199997])
+    """Adaptive softmax/embedding cluster boundaries (word ids)."""
     div_val: int = 1
+    """Each tail cluster's embedding width is divided by ``div_val`` more."""
     tie_weight: bool = True
+    """The softmax shares the embedding's weights."""
+    tie_projs: list[bool] = field(default_factory=lambda: [False, True, True, True])
+    """Per softmax cluster: share the embedding's projection (no effect without projections)."""
     pre_lnorm: bool = False
-
-
-TINY: dict[str, Any] = {
-    "batch_size": 4,
-    "eval_batch_size": 2,
-    "n_layer": 2,
-    "d_model": 32,
-    "n_head": 2,
-    "d_head": 16,
-    "d_inner": 64,
-    "dropout": 0.0,
-    "tgt_len": 16,
-    "mem_len": 16,
-    "eval_tgt_len": 16,
-    "eval_mem_len": 16,
-    "cutoffs": [40, 120],
-}
-"""A model small enough for CPU tests and smoke runs on the fixture (``task=wikitext103_tiny``)."""
+    """LayerNorm before (not after) each sublayer."""
+    roll: bool = True
+    """Rotate every column of the training stream each epoch, seeded with seed + epoch + 1 (released ``roll``)."""
 
 
 def split_files(root: Path) -> dict[str, Path]:
@@ -215,7 +234,7 @@ class _Source:
         if data.source == "files":
             self.files = split_files(Path(data.root))
         elif data.source == "hf":
-            self.dataset = _load_hf(data.hf_cache_dir)
+            self.dataset = _load_hf(data.hf_path, data.hf_cache_dir)
         else:
             raise ValueError(f"task.data.source={data.source!r} is not valid; use 'files' or 'hf'")
         self.source = data.source
@@ -239,9 +258,10 @@ class _Source:
         return f"wikitext-103-v1/{HF_SPLITS[split]}"
 
 
-def _load_hf(cache_dir: str) -> Any:
-    """``datasets.load_dataset("wikitext", "wikitext-103-v1")`` from the local cache only (newer ``datasets``
-    versions keep it under the Hub name ``Salesforce/wikitext``, tried second)."""
+def _load_hf(path: str, cache_dir: str) -> Any:
+    """``datasets.load_from_disk(path)``, or without ``path`` ``datasets.load_dataset("wikitext",
+    "wikitext-103-v1")`` from the local cache only (newer ``datasets`` versions keep it under the Hub name
+    ``Salesforce/wikitext``, tried second)."""
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     try:
         import datasets
@@ -250,6 +270,20 @@ def _load_hf(cache_dir: str) -> Any:
             "task.data.source=hf needs the Hugging Face `datasets` package (pip install datasets); "
             "or use task.data.source=files with task.data.root=<dir with wiki.{train,valid,test}.tokens>"
         ) from None
+    if path:
+        try:
+            dataset = datasets.load_from_disk(path)
+        except (FileNotFoundError, ValueError) as err:
+            raise ValueError(
+                f"task.data.hf_path: {path} is not a dataset saved with save_to_disk ({err})"
+            ) from None
+        missing = [s for s in HF_SPLITS.values() if s not in dataset or "text" not in dataset[s].column_names]
+        if missing:
+            raise ValueError(
+                f"task.data.hf_path: {path} lacks the split(s) {', '.join(missing)} with a 'text' column; "
+                f"expected a DatasetDict with {', '.join(HF_SPLITS.values())}"
+            )
+        return dataset
     errors = []
     for name in ("wikitext", "Salesforce/wikitext"):
         try:
@@ -267,9 +301,19 @@ class OrderedLMStream:
     does not fill a row is dropped), read in windows of ``tgt_len`` rows: ``data = rows[i : i+L]``,
     ``target = rows[i+1 : i+1+L]``. With ``world_size > 1`` this process keeps columns
     ``[rank·b, (rank+1)·b)``, ``b = batch_size / world_size``: together the processes see the global
-    batch."""
+    batch. ``warmup`` > 0 (the evaluation memory length, as the recipe's evaluation iterator): the rows are
+    preceded by ``warm_rows`` = ⌈warmup / tgt_len⌉·tgt_len rows, column c getting the last ones of column
+    c − 1 (column 0 those of the last column), whose windows only fill the memory."""
 
-    def __init__(self, tokens: Tensor, batch_size: int, tgt_len: int, rank: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        tokens: Tensor,
+        batch_size: int,
+        tgt_len: int,
+        rank: int = 0,
+        world_size: int = 1,
+        warmup: int = 0,
+    ):
         n_step = tokens.numel() // batch_size
         if n_step < 2:
             raise ValueError(
@@ -278,17 +322,45 @@ class OrderedLMStream:
             )
         local = per_process_batch(batch_size, world_size)
         rows = tokens[: n_step * batch_size].view(batch_size, n_step).t()
+        self.warm_rows = 0
+        if warmup > 0:
+            head = rows.roll((math.ceil(warmup / tgt_len) * tgt_len, 1), (0, 1))
+            head = head[: math.ceil(warmup / tgt_len) * tgt_len]
+            rows, self.warm_rows = torch.cat((head, rows)), head.size(0)
         self.rows = rows[:, rank * local : (rank + 1) * local].contiguous()
         self.tgt_len = tgt_len
+        self.columns = slice(rank * local, (rank + 1) * local)
 
     def __len__(self) -> int:
         return math.ceil((self.rows.size(0) - 1) / self.tgt_len)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        return self.windows()
+
+    def windows(self, shift: Tensor | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+        """The windows in order; with ``shift`` (one offset per global column, see :func:`roll_shifts`)
+        column c reads the stream rotated by ``shift[c]``: row j holds row ``(j + shift[c]) mod n``."""
         n = self.rows.size(0)
+        cols = torch.arange(self.rows.size(1))
+        local = None if shift is None else shift[self.columns]
         for i in range(0, n - 1, self.tgt_len):
             seq_len = min(self.tgt_len, n - 1 - i)
-            yield self.rows[i : i + seq_len], self.rows[i + 1 : i + 1 + seq_len]
+            if local is None:
+                yield self.rows[i : i + seq_len], self.rows[i + 1 : i + 1 + seq_len]
+            else:
+                block = self.rows[(torch.arange(i, i + seq_len + 1)[:, None] + local) % n, cols]
+                yield block[:-1], block[1:]
+
+
+def roll_shifts(seed: int, epoch: int, n_rows: int, batch_size: int) -> Tensor:
+    """The offset of every column after the released iterator's ``roll`` at epochs 1 … ``epoch + 1`` (it
+    rotates the stream in place at each epoch start, so the offsets add up): at epoch k, column c moves by
+    ``randint(0, n_rows)``, the c-th draw of a generator seeded ``seed + k``."""
+    total = torch.zeros(batch_size, dtype=torch.long)
+    for k in range(1, epoch + 2):
+        gen = torch.Generator().manual_seed(seed + k)
+        total += torch.cat([torch.randint(0, n_rows, (1,), generator=gen) for _ in range(batch_size)])
+    return total % n_rows
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -357,29 +429,45 @@ class WikiText103Task(Task):
             div_val=cfg.div_val,
             d_embed=cfg.d_embed or None,
             tie_weight=cfg.tie_weight,
+            tie_projs=list(cfg.tie_projs),
             clamp_len=cfg.clamp_len,
             same_length=cfg.same_length,
             pre_lnorm=cfg.pre_lnorm,
         )
         return model.to(self.env.device)
 
-    def _stream(self, split: str, batch_size: int, tgt_len: int) -> OrderedLMStream:
-        key = (split, batch_size, tgt_len)
+    def _stream(self, split: str, batch_size: int, tgt_len: int, warmup: int = 0) -> OrderedLMStream:
+        key = (split, batch_size, tgt_len, warmup)
         if key not in self._streams:
             tokens = self.corpus.splits[split]
             self._streams[key] = OrderedLMStream(
-                tokens, batch_size, tgt_len, self.env.rank, self.env.world_size
+                tokens, batch_size, tgt_len, self.env.rank, self.env.world_size, warmup
             )
         return self._streams[key]
 
-    def on_epoch_start(self, epoch: int) -> None:
-        """Each epoch reads the stream from its start, so the memory starts empty."""
-        self._mems = None
-
     def train_batches(self, epoch: int) -> Iterable[tuple[Tensor, Tensor]]:
-        """The ordered stream (same order every epoch, as in the recipe); this process's columns."""
+        """The ordered stream, rotated per column for ``epoch`` when ``roll`` is on; this process's columns.
+        The memory carries over from the previous epoch's last window, as in the released loop."""
         stream = self._stream("train", self.cfg.batch_size, self.cfg.tgt_len)
-        return itertools.islice(stream, self.num_train_batches())
+        shift = None
+        if self.cfg.roll:
+            shift = roll_shifts(self.env.seed, epoch, stream.rows.size(0), self.cfg.batch_size)
+        return itertools.islice(stream.windows(shift), self.num_train_batches())
+
+    def state_dict(self) -> dict[str, Any]:
+        """The training memory (``n_layer + 1`` tensors ``[≤ mem_len, local batch, d]``), so that a run resumed
+        mid-epoch continues with it."""
+        return {"mems": None if self._mems is None else [m.detach().cpu() for m in self._mems]}
+
+    def load_state_dict(self, states: list[dict[str, Any]]) -> None:
+        """Every saving rank's memory, joined along the batch and cut into this process's columns (the
+        number of processes may differ from the saving run's)."""
+        if any(s.get("mems") is None for s in states):
+            self._mems = None
+            return
+        stream = self._stream("train", self.cfg.batch_size, self.cfg.tgt_len)
+        layers = zip(*(s["mems"] for s in states))
+        self._mems = [torch.cat(parts, 1)[:, stream.columns].to(self.env.device) for parts in layers]
 
     def num_train_batches(self) -> int:
         n = len(self._stream("train", self.cfg.batch_size, self.cfg.tgt_len))
@@ -393,20 +481,22 @@ class WikiText103Task(Task):
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, split: str = "valid") -> dict[str, float]:
-        """``val_loss`` = Σ NLL / #tokens over the split (with memory), ``perplexity`` = exp(val_loss)."""
+        """``val_loss`` = Σ NLL / #tokens over the split (with memory; the warm-up windows that first fill the
+        memory are not counted, as in the recipe), ``perplexity`` = exp(val_loss)."""
         cfg = self.cfg
         net = _unwrap(model)
         was_training = net.training
         net.eval()
         total = torch.zeros(2, dtype=torch.float64, device=self.env.device)
         mems = None
-        stream = self._stream(split, self.eval_batch, cfg.eval_tgt_len)
+        stream = self._stream(split, self.eval_batch, cfg.eval_tgt_len, cfg.eval_mem_len)
         limit = cfg.max_eval_batches if cfg.max_eval_batches > 0 else None
-        for data, target in itertools.islice(stream, limit):
+        for k, (data, target) in enumerate(itertools.islice(stream, limit)):
             data, target = data.to(self.env.device).long(), target.to(self.env.device).long()
             nll, mems = net(data, target, mems, mem_len=cfg.eval_mem_len)
-            total[0] += nll.double().sum()
-            total[1] += nll.numel()
+            if k * cfg.eval_tgt_len >= stream.warm_rows:
+                total[0] += nll.double().sum()
+                total[1] += nll.numel()
         net.train(was_training)
         if self.env.distributed and torch.distributed.is_initialized():
             torch.distributed.all_reduce(total)
