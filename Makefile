@@ -6,8 +6,9 @@ PYTHON ?= python
 STAMP := build/.installed
 DEMO_STAMP := build/.installed-demo
 DEMO_DIR := results/runs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
+FRONTIER_DIR := results/runs/frontier/$(shell date +%Y-%m-%d_%H-%M-%S)
 
-.PHONY: install demo test tables bench lint docs-numbers
+.PHONY: install demo test tables frontier bench lint docs-numbers
 
 ifeq ($(SKIP_INSTALL),1)
 INSTALLED :=
@@ -37,6 +38,14 @@ test: $(INSTALLED)
 # SOURCE=wandb PROJECT=<entity/project> reads the runs from Weights & Biases instead of results/runs.
 tables: $(INSTALLED)
 	$(PYTHON) -m ramda.tables $(if $(SOURCE),--source $(SOURCE)) $(if $(PROJECT),--wandb-project $(PROJECT))
+
+# The λ frontier on digits (docs/export.md): 4 optimizers × 6 λ × 3 seeds, each exported, in two processes
+# (one thread each), then accuracy against FLOPs kept in results/figures/frontier.png and results/tables/.
+frontier: $(INSTALLED)
+	$(PYTHON) train.py -m experiment=frontier optimizer=ramda,rmda hydra.sweep.dir=$(FRONTIER_DIR)/a & a=$$!; \
+	$(PYTHON) train.py -m experiment=frontier optimizer=proxsgd,proxgen hydra.sweep.dir=$(FRONTIER_DIR)/b & b=$$!; \
+	wait $$a; ra=$$?; wait $$b; rb=$$?; test $$ra = 0 -a $$rb = 0
+	$(PYTHON) -m ramda.tables --runs $(FRONTIER_DIR) --frontier --print
 
 bench: $(INSTALLED)
 	$(PYTHON) scripts/bench_optim.py

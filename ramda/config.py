@@ -197,6 +197,9 @@ class RegularizerConfig:
     ``regularizer=`` choice)."""
     lam: float = 0.0
     """λ ≥ 0; must be 0 for msgd/adam/adamw and with ``regularizer=none``."""
+    scale: float = 1.0
+    """≥ 0; the λ used is ``lam`` × ``scale`` (sweeps λ around a preset's value, e.g.
+    ``regularizer.scale=0.25,0.5,1,2,4`` in the ``<table>_frontier`` experiments)."""
 
 
 REGULARIZERS: tuple[str, ...] = (*REGULARIZER_CLASSES, "none")
@@ -253,6 +256,11 @@ class TrainerConfig:
     """BatchNorm over the global batch under DDP (``SyncBatchNorm``, CUDA only)."""
     dump_replicas: bool = False
     """Debugging aid: every rank writes ``replica_rank<r>.pt`` (its parameters and optimizer state) at the end."""
+    export: bool = False
+    """At the end of a completed run, write the smaller dense model (every channel that all its readers ignore
+    removed; the same function) to ``slim.pt`` / ``slim.json`` in the run directory and its FLOPs kept, params
+    kept and CPU speedup to ``summary.json``'s ``slim`` (as ``python -m ramda.export <run dir>``;
+    docs/export.md)."""
 
 
 @dataclass

@@ -17,11 +17,11 @@ from ramda.structure import param_groups
 def build_optimizer(cfg: DictConfig, model: nn.Module) -> Optimizer:
     """The registry's class for ``optimizer.name`` (:data:`ramda.config.OPTIMIZERS`: only those can be built)
     with the config's other keys, over :func:`ramda.structure.param_groups` of ``model``: the regularised
-    tensors get λ = ``regularizer.lam`` and ``regularizer.name``, the rest λ = 0."""
+    tensors get λ = ``regularizer.lam`` × ``regularizer.scale`` and ``regularizer.name``, the rest λ = 0."""
     kwargs: dict[str, Any] = OmegaConf.to_container(cfg.optimizer, resolve=True)  # type: ignore[assignment]
     spec = OPTIMIZERS[kwargs.pop("name")]
     reg = cfg.regularizer.name
-    lam = 0.0 if reg == "none" else float(cfg.regularizer.lam)
+    lam = 0.0 if reg == "none" else float(cfg.regularizer.lam) * float(cfg.regularizer.scale)
     return spec.cls(param_groups(model, lam, None if reg == "none" else reg), **kwargs)
 
 

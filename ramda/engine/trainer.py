@@ -45,6 +45,7 @@ RESUMABLE_CHANGES = (
     "trainer.checkpoint_every_steps",
     "task.num_workers",
     "trainer.dump_replicas",
+    "trainer.export",
 )
 
 
@@ -300,6 +301,8 @@ class Trainer:
         finally:
             self.console.close()
         summary = self.summary("completed")
+        if self.cfg.trainer.export and self.env.is_main:
+            summary["slim"] = self._export()
         self.files.write_summary(summary)
         self._finish(summary)
         if self.cfg.trainer.dump_replicas:
@@ -307,6 +310,25 @@ class Trainer:
             path = self.run_dir / f"replica_rank{self.env.rank}.pt"
             atomic_write(path, lambda f: torch.save(replica, f))
         return summary
+
+    def _export(self) -> dict[str, Any]:
+        """``trainer.export``: the smaller dense model in ``slim.pt`` / ``slim.json`` and its headline figures
+        for ``summary.json`` (an export that fails is recorded there; the run itself has completed)."""
+        from ramda.export.run import ExportError, export_model
+        from ramda.export.slim import SlimError
+
+        try:
+            report = export_model(self.cfg, self.model, self.run_dir)
+        except (ExportError, SlimError, ModuleNotFoundError) as err:
+            self.console.print(f"export failed: {err}")
+            return {"error": str(err)}
+        figures = report.figures()
+        speedup = ", ".join(f"{v:.2f}x at {k}" for k, v in figures["speedup"].items())
+        self.console.print(
+            f"slim model: FLOPs kept {100 * figures['flops_kept']:.1f}%, params kept "
+            f"{100 * figures['params_kept']:.1f}%, CPU speedup {speedup} ({self.run_dir / 'slim.pt'})"
+        )
+        return figures
 
     def _fail(self, error: str) -> None:
         summary = self.summary("failed", error=error)
@@ -603,7 +625,7 @@ class Trainer:
             "task": cfg.task.name,
             "optimizer": cfg.optimizer.name,
             "regularizer": cfg.regularizer.name,
-            "lam": float(cfg.regularizer.lam),
+            "lam": float(cfg.regularizer.lam) * float(cfg.regularizer.scale),
             "seed": cfg.seed,
             "metric": self.task.metric,
             "metric_value": last.get(self.task.metric),

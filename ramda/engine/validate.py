@@ -149,6 +149,7 @@ def _validate_regularizer(reg: DictConfig, optimizer: str) -> None:
         check_lam(lam)
     except ValueError as err:
         raise ConfigError("regularizer.lam", f"{lam} is out of range", "valid: a finite number >= 0") from err
+    _nonneg("regularizer.scale", reg.scale)
     if lam == 0:
         return
     if reg.name == "none":

@@ -2,11 +2,11 @@
 
 The package in five parts: :mod:`.records` (runs from run directories or W&B), :mod:`.aggregate` (rows of
 mean ± std per table and task), :mod:`.render` (Markdown, LaTeX, CSV), :mod:`.plots` (curves) and :mod:`.cli`
-(``python -m ramda.tables``, ``make tables``).
+(``python -m ramda.tables``, ``make tables``); :mod:`.frontier` draws the λ frontier.
 """
 
 from .aggregate import Cell, Row, Table, build_table, table_names
-from .cli import generate, main
+from .cli import generate, generate_frontiers, main
 from .plots import curves, plot
 from .records import (
     STATUSES,
@@ -32,6 +32,7 @@ __all__ = [
     "build_table",
     "curves",
     "generate",
+    "generate_frontiers",
     "load_local",
     "load_wandb",
     "main",

@@ -47,6 +47,8 @@ class Row:
     time_per_epoch: Cell | None
     paper: PaperRow | None
     records: list[RunRecord]
+    flops_kept: Cell | None = None
+    speedup: Cell | None = None
 
     @property
     def n_seeds(self) -> int:
@@ -178,6 +180,8 @@ def build_table(name: str, records: Sequence[RunRecord]) -> Table:
                 time_per_epoch=Cell.of([r.time_per_epoch for r in done]),
                 paper=exp.paper.get(opt),
                 records=[chosen_runs[s] for s in seeds if s in chosen_runs],
+                flops_kept=Cell.of([pct(r.flops_kept) for r in done]),
+                speedup=Cell.of([r.speedup for r in done]),
             )
         )
     return Table(name=name, experiment=exp, rows=rows, warnings=warnings)

@@ -1,7 +1,8 @@
 """``make tables``: from run directories (or a W&B project) to the paper's tables and per-epoch curves.
 
 ``python -m ramda.tables [--runs results/runs] [--out results/tables] [--figures results/figures]
-[--table NAME] [--print] [--strict] [--source local|wandb] [--wandb-project [ENTITY/]PROJECT]``
+[--table NAME] [--frontier [TABLE]] [--print] [--strict] [--source local|wandb]
+[--wandb-project [ENTITY/]PROJECT]``
 
 Every run is one ``summary.json`` (+ ``metrics.jsonl``) found anywhere under ``--runs``; one that cannot be
 read (not UTF-8, not JSON, ``NaN``, truncated, a directory) is a warning naming the file and is skipped
@@ -11,7 +12,9 @@ s = √(Σ (xᵢ − x̄)² / (n − 1))) over the seeds whose run completed. Fa
 counted and shown in the row's ``Runs`` column, never averaged in. A run's time/epoch is the median of its
 epochs after the first (the first holds one-off warm-up such as kernel compilation). Per table it writes ``<table>.md``,
 ``<table>.tex``, ``<table>.csv`` and the figure ``<table>.png`` (task metric and weighted group sparsity
-against epoch, one line per optimizer: the mean over seeds with a mean ± std band).
+against epoch, one line per optimizer: the mean over seeds with a mean ± std band). Frontier tables (named
+``frontier`` or ``<table>_frontier``: runs at several λ) are drawn as the λ frontier instead
+(:mod:`ramda.tables.frontier`): every one with runs, or only ``--frontier TABLE``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from . import frontier as fr
 from .aggregate import Table, build_table, groups, table_names
 from .experiments import names as experiment_names
 from .plots import plot
@@ -63,8 +67,8 @@ def generate(
             known = sorted(set(experiment_names()) | set(found) | {r.table for r in records})
             raise TablesError(f"--table {table}: no such table; defined or with runs: {', '.join(known)}")
     else:
-        names = found
-        if not names:
+        names = [n for n in found if not fr.is_frontier(groups(records)[n][0].table)]
+        if not names and not any(fr.is_frontier(r.table) for r in records):
             raise TablesError(
                 "no runs found (no summary.json); run a sweep first, e.g. python train.py -m experiment=demo"
             )
@@ -82,6 +86,36 @@ def generate(
     return tables
 
 
+def generate_frontiers(
+    records: Sequence[RunRecord], out: Path | None, figures: Path | None, table: str | None = None
+) -> list[fr.Frontier]:
+    """The λ frontiers (``table``, or every frontier table with runs), written as ``<name>.md`` /
+    ``<name>.csv`` under ``out`` and ``<name>.png`` under ``figures`` (``None``: don't write)."""
+    if table is not None:
+        if not fr.is_frontier(table):
+            raise TablesError(
+                f"--frontier {table}: not a frontier table (valid: frontier or <table>_frontier)"
+            )
+        if not any(r.table == table for r in records):
+            raise TablesError(
+                f"--frontier {table}: no runs of that table (run: python train.py -m experiment={table})"
+            )
+        names = [table]
+    else:
+        names = sorted({r.table for r in records if fr.is_frontier(r.table)})
+    frontiers = [fr.build_frontier(n, records) for n in names]
+    for f in frontiers:
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            _write(_inside(out, f.name, ".md"), fr.to_markdown(f))
+            _write(_inside(out, f.name, ".csv"), fr.to_csv(f))
+        if figures is not None:
+            figures.mkdir(parents=True, exist_ok=True)
+            png = _inside(figures, f.name, ".png")
+            f.figure = png if fr.plot(f, png) else None
+    return frontiers
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ramda.tables", description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -90,6 +124,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("results/tables"), help="where .md/.tex/.csv go")
     parser.add_argument("--figures", type=Path, default=Path("results/figures"), help="where .png curves go")
     parser.add_argument("--table", help="only this table (default: every table that has runs)")
+    parser.add_argument(
+        "--frontier",
+        nargs="?",
+        const="frontier",
+        metavar="TABLE",
+        help="only the λ frontier of TABLE (default: frontier): accuracy against FLOPs kept, PNG and table",
+    )
     parser.add_argument("--print", action="store_true", help="print the Markdown table(s) to stdout")
     parser.add_argument("--source", choices=("local", "wandb"), default="local")
     parser.add_argument("--wandb-project", help="[entity/]project to read with --source wandb")
@@ -105,14 +146,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.source == "wandb":
             if not args.wandb_project:
                 raise TablesError("--source wandb needs --wandb-project [ENTITY/]PROJECT")
-            records = load_wandb(args.wandb_project, args.table, problems)
+            records = load_wandb(args.wandb_project, args.frontier or args.table, problems)
             if args.table and not records:  # a per-task table name (e.g. adhoc-digits) is no runs' `table`
                 records = load_wandb(args.wandb_project, None, problems)
         else:
             records = load_local(args.runs, problems)
         for p in problems or []:
             print(f"warning: {p}", file=sys.stderr)
-        tables = generate(records, args.out, None if args.no_figures else args.figures, args.table)
+        figures = None if args.no_figures else args.figures
+        tables: list[Table] = []
+        if args.frontier is None and (args.table is None or not fr.is_frontier(args.table)):
+            tables = generate(records, args.out, figures, args.table)
+        frontiers = []
+        if args.frontier is not None or args.table is None or fr.is_frontier(args.table):
+            frontiers = generate_frontiers(records, args.out, figures, args.frontier or args.table)
     except TablesError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -121,7 +168,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"warning: {w}", file=sys.stderr)
         if args.print:
             print(to_markdown(t))
+    for f in frontiers:
+        for w in f.warnings:
+            print(f"warning: {w}", file=sys.stderr)
+        if args.print:
+            print(fr.to_markdown(f))
     for t in tables:
         figure = f", {t.figure}" if t.figure else ""
         print(f"wrote {args.out / t.name}.{{md,tex,csv}}{figure}", file=sys.stderr)
+    for f in frontiers:
+        figure = f", {f.figure}" if f.figure else ""
+        print(f"wrote {args.out / f.name}.{{md,csv}}{figure}", file=sys.stderr)
     return 0

@@ -27,7 +27,9 @@ class TablesError(ValueError):
 @dataclass
 class RunRecord:
     """One run, whatever its source. Sparsities are fractions, ``time_per_epoch`` is seconds; ``history``
-    holds the per-epoch records (``metrics.jsonl`` lines) in epoch order."""
+    holds the per-epoch records (``metrics.jsonl`` lines) in epoch order. ``lam`` is the run's λ; the export
+    figures (``summary.json``'s ``slim``, present with ``trainer.export=true``) are the fractions of FLOPs and
+    parameters the slim model keeps and its CPU speedup at the largest batch timed."""
 
     source: str
     status: str
@@ -45,6 +47,10 @@ class RunRecord:
     epochs_completed: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     order: float = 0.0
+    lam: float | None = None
+    flops_kept: float | None = None
+    params_kept: float | None = None
+    speedup: float | None = None
 
 
 def _number(value: Any, where: str, key: str) -> float | None:
@@ -112,6 +118,7 @@ def record_from_summary(
     epochs_sorted = sorted((dict(h) for h in history if "epoch" in h), key=lambda h: h["epoch"])
     time_per_epoch = _number(summary.get("time_per_epoch"), loc, "time_per_epoch")
     warm = warm_time_per_epoch(epochs_sorted)
+    slim = _slim_figures(summary.get("slim"), loc)
     return RunRecord(
         source=source,
         status=status,
@@ -131,7 +138,28 @@ def record_from_summary(
         epochs_completed=epochs,
         history=epochs_sorted,
         order=order,
+        lam=_number(summary.get("lam"), loc, "lam"),
+        **slim,
     )
+
+
+def _slim_figures(slim: Any, loc: str) -> dict[str, float | None]:
+    """``flops_kept``, ``params_kept`` and ``speedup`` (at the largest batch timed) from a summary's ``slim``;
+    all None without one, or when the export failed (it then holds only ``error``)."""
+    out: dict[str, float | None] = {"flops_kept": None, "params_kept": None, "speedup": None}
+    if slim is None or (isinstance(slim, Mapping) and "error" in slim):
+        return out
+    if not isinstance(slim, Mapping):
+        raise TablesError(f"{loc}: 'slim' must be an object, got {slim!r}")
+    out["flops_kept"] = _number(slim.get("flops_kept"), loc, "slim.flops_kept")
+    out["params_kept"] = _number(slim.get("params_kept"), loc, "slim.params_kept")
+    speedups = slim.get("speedup") or {}
+    if not isinstance(speedups, Mapping):
+        raise TablesError(f"{loc}: 'slim.speedup' must be an object (batch → speedup), got {speedups!r}")
+    batches = {int(k.removeprefix("batch")): k for k in speedups if k.removeprefix("batch").isdigit()}
+    if batches:
+        out["speedup"] = _number(speedups[batches[max(batches)]], loc, "slim.speedup")
+    return out
 
 
 def _reject_constant(name: str) -> Any:
@@ -266,6 +294,8 @@ def record_from_wandb(
         "optimizer": summary.get("optimizer") or _get(config, "optimizer.name"),
         "seed": summary.get("seed", _get(config, "seed")),
         "status": summary.get("status") or WANDB_STATES.get(state, "failed"),
+        "lam": summary.get("lam", _get(config, "regularizer.lam")),
+        "slim": summary.get("slim"),
     }
     metric = summary.get("metric")
     if metric is None and isinstance(table, str):

@@ -19,7 +19,8 @@ def _fmt(cell: Cell | Stat | None, digits: int, pm: str = " ± ") -> str:
 
 
 def _columns(table: Table) -> list[tuple[str, str]]:
-    """(header, key) pairs of the printed table; the ``paper`` columns only for a table with paper numbers."""
+    """(header, key) pairs of the printed table; the ``paper`` columns only for a table with paper numbers,
+    the export columns (FLOPs kept, CPU speedup of the slim model) only when some run was exported."""
     exp = table.experiment
     arrow = "↑" if exp.higher_is_better else "↓"
     cols = [
@@ -28,10 +29,14 @@ def _columns(table: Table) -> list[tuple[str, str]]:
         ("paper", "paper_metric"),
         ("Weighted group sparsity (%)", "sparsity"),
         ("paper", "paper_sparsity"),
+        ("FLOPs kept (%)", "flops"),
+        ("Speedup (CPU)", "speedup"),
         ("Time/epoch (s)", "time"),
         ("paper", "paper_time"),
         ("Runs", "runs"),
     ]
+    if not any(row.flops_kept or row.speedup for row in table.rows):
+        cols = [c for c in cols if c[1] not in ("flops", "speedup")]
     return cols if exp.paper else [c for c in cols if not c[1].startswith("paper")]
 
 
@@ -51,6 +56,8 @@ def _cells(table: Table, row: Row, pm: str = " ± ", dash: str = "—") -> dict[
         "paper_metric": theirs(paper.metric if paper else None, exp.metric_digits),
         "sparsity": ours(row.sparsity, exp.sparsity_digits),
         "paper_sparsity": theirs(paper.sparsity if paper else None, exp.sparsity_digits),
+        "flops": ours(row.flops_kept, 1),
+        "speedup": dash if row.speedup is None else _fmt(row.speedup, 2, pm) + "×",
         "time": ours(row.time_per_epoch, exp.time_digits),
         "paper_time": theirs(paper.time_per_epoch if paper else None, exp.time_digits),
         "runs": row.runs_note(),
@@ -68,6 +75,12 @@ def _footnote(table: Table) -> str:
         f"each run's median epoch time, its first epoch (one-off warm-up: kernel compilation, torch.compile) "
         f"left out."
     )
+    if any(row.flops_kept or row.speedup for row in table.rows):
+        text += (
+            " FLOPs kept and speedup: the slim model (python -m ramda.export; same function, every channel that "
+            "all its readers ignore removed) against the trained one, FLOPs of one forward pass and median CPU "
+            "latency at the largest batch timed."
+        )
     return text + (f" {exp.notes}" if exp.notes else "")
 
 
@@ -96,6 +109,7 @@ _LATEX_ESCAPES = {
     "$": r"\$",
     "↑": r"$\uparrow$",
     "↓": r"$\downarrow$",
+    "×": r"$\times$",
 }
 
 
@@ -117,7 +131,9 @@ def to_latex(table: Table) -> str:
     for row in table.rows:
         cells = _cells(table, row, pm=r" $\pm$ ", dash="--")
         lines.append(
-            " & ".join(cells[k] if k not in ("optimizer", "runs") else _tex(cells[k]) for _, k in cols)
+            " & ".join(
+                cells[k] if k not in ("optimizer", "runs", "speedup") else _tex(cells[k]) for _, k in cols
+            )
             + r" \\"
         )
     lines += [r"\bottomrule", r"\end{tabular}", ""]
@@ -149,6 +165,10 @@ CSV_FIELDS = (
     "time_per_epoch_s_std",
     "paper_time_per_epoch_s_mean",
     "paper_time_per_epoch_s_std",
+    "flops_kept_pct_mean",
+    "flops_kept_pct_std",
+    "cpu_speedup_mean",
+    "cpu_speedup_std",
 )
 
 
@@ -185,6 +205,8 @@ def to_csv(table: Table) -> str:
                 *pair(row.unstructured_sparsity),
                 *pair(row.time_per_epoch),
                 *pair(p.time_per_epoch if p else None),
+                *pair(row.flops_kept),
+                *pair(row.speedup),
             ]
         )
     return out.getvalue()

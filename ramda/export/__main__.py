@@ -1,0 +1,5 @@
+import sys
+
+from ramda.export.run import main
+
+sys.exit(main())
