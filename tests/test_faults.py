@@ -447,8 +447,11 @@ def test_corrupt_wav_files_name_the_file(tmp_path: Path) -> None:
         "garbage.wav": (b"RIFF garbage" * 9, "not a readable WAV file"),
         "empty.wav": (b"", "not a readable WAV file"),
         "truncated.wav": (data[: len(data) // 2], "a truncated WAV file"),
-        "silent.wav": (data[:44], "a WAV file with no samples"),
+        "header_only.wav": (data[:44], "a truncated WAV file (0 of its 4410 data bytes)"),
     }
+    soundfile.write(tmp_path / "silent.wav", np.zeros(0, dtype=np.float32), 22050, subtype="PCM_16")
+    with pytest.raises(DataError, match="a WAV file with no samples"):
+        load_wav(tmp_path / "silent.wav", 22050)
     assert load_wav(good, 22050).shape == (2205,)
     for name, (content, problem) in cases.items():
         (tmp_path / name).write_bytes(content)

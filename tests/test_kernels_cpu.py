@@ -12,7 +12,7 @@ from torch import nn
 
 pytest.importorskip("numba")
 
-from ramda import RAMDA, ProxGen, param_groups
+from ramda import RAMDA, RMDA, ProxGen, ProxSGD, param_groups
 from ramda.kernels.cpu import _cbrt
 
 
@@ -274,3 +274,115 @@ def test_zero_size_tensors_are_skipped(cls):
     for fused in (None, False):
         cls(param_groups(net, 0.1), fused=fused).step()
     assert net[0].weight.shape == (5, 0)
+
+
+def group_prox(y, thr):
+    """prox of thr·‖·‖ per input-wise group (axis 1) in float64: Y_g·max(0, 1 − thr/‖Y_g‖)."""
+    axes = tuple(i for i in range(y.ndim) if i != 1)
+    norms = np.sqrt((y**2).sum(axis=axes, keepdims=True))
+    return y * np.maximum(0.0, 1.0 - thr / np.where(norms > 0, norms, 1.0))
+
+
+def reference_rmda(w, grads, lr, lam, c):
+    """RMDA in float64 (docs/math.md, RMDA): V += η√k·g, W̃ = prox_{(α/√k)λ√|g|‖·‖}(W⁰ − V/√k), W ← lerp(W, W̃, c)."""
+    w0, w, v, alpha = w.copy(), w.copy(), np.zeros_like(w), 0.0
+    size = w.size / w.shape[1]
+    for k, g in enumerate(grads, start=1):
+        beta = math.sqrt(k)
+        v, alpha = v + lr * beta * g, alpha + lr * beta
+        w = w + c * (group_prox(w0 - v / beta, alpha / beta * lam * math.sqrt(size)) - w)
+    return w
+
+
+def reference_proxsgd(w, grads, lr, lam, c):
+    """ProxSGD in float64 (docs/math.md, ProxSGD): m ← (1 − c)m + c·g, W ← prox_{ηλ√|g|‖·‖}(W − η m)."""
+    m = np.zeros_like(w)
+    for g in grads:
+        m = (1 - c) * m + c * g
+        w = group_prox(w - lr * m, lr * lam * math.sqrt(w.size / w.shape[1]))
+    return w
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize(
+    "cls, kw, lam, reference",
+    [
+        (RMDA, dict(lr=0.5, momentum=0.4), 0.3, reference_rmda),
+        (RMDA, dict(lr=0.5, momentum=1.0), 0.3, reference_rmda),
+        (ProxSGD, dict(lr=0.2, momentum=0.3), 0.5, reference_proxsgd),
+    ],
+)
+def test_closed_form_prox_kernels_match_float64(cls, kw, lam, reference, layout, monkeypatch):
+    """RMDA's and ProxSGD's one-pass kernels, on tensors cut into several chunks, against float64 numpy."""
+    from ramda.kernels import cpu
+
+    monkeypatch.setattr(cpu, "CHUNK", 60)  # several chunks per tensor, with a partial last one
+    torch.manual_seed(0)
+    shape = (6, 11, 3, 3)
+    small = torch.ones(shape[1]).view(1, -1, 1, 1)
+    small[:, ::2] = 0.05
+    w = nn.Parameter((torch.randn(shape) * small).contiguous(memory_format=layout))
+    bias = nn.Parameter(torch.randn(6))
+    w_init, b_init = w.detach().double().numpy().copy(), bias.detach().double().numpy().copy()
+    grads = [torch.randn(shape) * small for _ in range(4)]
+    bgrads = [torch.randn(6) for _ in range(4)]
+    opt = cls([{"params": [w], "lam": lam}, {"params": [bias], "lam": 0.0}], fused=True, **kw)
+    for g, bg in zip(grads, bgrads):
+        w.grad, bias.grad = g.clone(memory_format=layout), bg.clone()
+        opt.step()
+    assert opt._workspace is not None, "the tensors should have taken the fused kernel"
+    c = kw["momentum"]
+    want = reference(w_init, [g.double().numpy() for g in grads], kw["lr"], lam, c)
+    got = w.detach().double().numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * np.abs(want).max())
+    if cls is ProxSGD or c == 1.0:
+        zero = np.abs(want).max(axis=(0, 2, 3)) == 0
+        assert 0 < zero.sum() < zero.size, "the instance should have zero and nonzero groups"
+        np.testing.assert_array_equal(got[:, zero] == 0, True)
+    want_b = reference(b_init[:, None], [g.double().numpy()[:, None] for g in bgrads], kw["lr"], 0.0, c)[:, 0]
+    np.testing.assert_allclose(bias.detach().double().numpy(), want_b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(6, 5, 3, 3), (7, 9, 1, 1), (5, 12)])
+def test_ramda_kernel_solves_the_subproblem_across_chunks(shape, monkeypatch):
+    """The bisection check of test_ramda_kernel_solves_the_subproblem with tensors cut into many chunks."""
+    from ramda.kernels import cpu
+
+    monkeypatch.setattr(cpu, "CHUNK", 20)
+    test_ramda_kernel_solves_the_subproblem(shape, torch.contiguous_format)
+
+
+@pytest.mark.parametrize(
+    "cls, kw, lam",
+    [
+        (RAMDA, dict(lr=0.3, momentum=0.5), 0.05),
+        (ProxGen, dict(lr=0.05), 0.05),
+        (RMDA, dict(lr=0.5, momentum=0.5), 0.02),
+        (ProxSGD, dict(lr=0.1, momentum=0.3), 0.02),
+    ],
+)
+def test_parallel_chunks_do_not_depend_on_the_thread_count(cls, kw, lam, monkeypatch):
+    """Tensors large enough for the parallel kernels, cut into many chunks, stepped on 1 and 2 threads."""
+    from ramda.kernels import cpu
+
+    monkeypatch.setattr(cpu, "CHUNK", 4096)
+    monkeypatch.setattr(cpu, "PLAIN_CHUNK", 4096)
+    threads = torch.get_num_threads()
+    outs = []
+    for n in (1, 2):
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Linear(700, 300), nn.Conv2d(20, 48, 3), nn.Linear(3, 50000))
+        assert sum(p.numel() for p in net.parameters()) > 2 * cpu.PARALLEL_MIN
+        opt = cls(param_groups(net, lam), fused=True, **kw)
+        gen = torch.Generator().manual_seed(1)
+        torch.set_num_threads(n)
+        try:
+            for _ in range(3):
+                for p in net.parameters():
+                    p.grad = torch.randn(p.shape, generator=gen)
+                opt.step()
+        finally:
+            torch.set_num_threads(threads)
+        outs.append([p.detach().clone() for p in net.parameters()])
+    for a, b in zip(*outs):
+        assert torch.equal(a, b)

@@ -1,20 +1,26 @@
-"""Fused CPU steps (numba) for RAMDA and ProxGen: group-LASSO tensors, and the unregularised ones.
+"""Fused CPU steps (numba) for RAMDA, ProxGen, RMDA and ProxSGD, many tensors per call.
 
-The plain-torch path makes ~25 memory passes per tensor and step (each foreach/elementwise op is one); these
-kernels make 2 + (Newton steps + 1):
+A call takes a table of tensors (raw data pointers, so building it costs about a microsecond per tensor) and
+cuts each tensor into chunks of consecutive groups (``CHUNK``), the unit of work of a thread. A group-LASSO
+tensor is viewed as ``[n_out, n_in, k_size]`` (group j = ``[:, j, :]``, its ``n_out·k_size`` entries) and a
+chunk is ``m`` consecutive groups: in every row a contiguous run of ``m·k_size`` floats. Per chunk:
 
-1. one pass updates the state and writes, per entry, the preconditioner P and b = P⊙W⁰ − V (RAMDA:
-   V += s·G, U += s·G⊙G, P = U^{1/3} + ε; ProxGen: the Adam moments, P = √(v/b₂) + ε, V = (η/b₁)·m,
-   W⁰ = W), accumulating ‖b_g‖² and max P_g per input-wise group g;
+1. one pass over the chunk reads the gradient and the state, writes the state and, into scratch, the
+   preconditioner P and b (RAMDA: V += s·G, U += s·G⊙G, P = U^{1/3} + ε, b = P⊙W⁰ − V; ProxGen: the Adam
+   moments, P = √(v/b₂) + ε, b = P⊙W − (η/b₁)·m), accumulating ‖b_g‖² (float64) and max P_g per group;
 2. groups with ‖b_g‖ ≤ c = t·√|g| are exactly zero; the others solve F(ρ) = ‖b_g/(P_g ρ + c)‖ = 1 by Newton on
-   1/F − 1 from ρ₀ = (‖b_g‖ − c)/max P_g, each pass evaluating F and F' of every group; a group stops at its first
-   iterate with |F − 1| ≤ ``tol``;
-3. one pass writes W̃_g = b_g ρ/(P_g ρ + c) mixed into W: W ← W + m·(W̃ − W) (exactly W̃ when m = 1).
+   1/F − 1 from ρ₀ = (‖b_g‖ − c)/max P_g, each step evaluating F and F' over the chunk's still-moving groups; a
+   group stops at its first iterate with |F − 1| ≤ ``tol``;
+3. W̃_g = b_g ρ/(P_g ρ + c) is mixed into W: W ← W + m·(W̃ − W) (exactly W̃ when m = 1).
 
-Tensors are flat float32 arrays viewed as ``[n_out, n_in, k_size]`` (group j = ``[:, j, :]``); each of the
-``nblocks`` parallel blocks owns a contiguous range of groups, and every group's sums run over the rows and then
-over k_size in a fixed order, so the result does not depend on the number of threads. The cube root is correctly
-rounded to float32 (two Halley steps in float64 from a bit-level first guess); sums are accumulated in float64.
+RMDA and ProxSGD have closed-form proxes: step 1 writes Y (RMDA: V += s·G, Y = W⁰ − V/β; ProxSGD: m ← (1 − c)m
++ c·G, Y = W − η m) and ‖Y_g‖², step 3 writes W ← mix(W, Y_g·max(0, ‖Y_g‖ − τ)/‖Y_g‖) with no step 2. So every
+chunk's state and W are read and written once per step, and only the chunk's scratch is read again.
+Tensors without a structure term take the same passes without the group sums, in chunks of ``PLAIN_CHUNK``.
+
+Sums run over the rows and then over k_size in a fixed order, per chunk, and chunks depend on the tensor's shape
+alone; threads take whole chunks, so the result does not depend on the number of threads. The cube root is
+correctly rounded to float32 (division-free Newton on x^{-1/3}, two steps in float32 and two in float64).
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ import math
 import numba
 import numpy as np
 import torch
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import intrinsic
 from torch import Tensor
 
 from ramda import newton
@@ -34,22 +41,61 @@ _U = np.uint64
 _TOL = newton.tolerance(torch.float32)
 # Indices are unsigned throughout: numba's wrap-around handling of signed indices stops LLVM vectorising.
 
+#: Target entries of a group-LASSO chunk (its P and b scratch: 16 MB, within a large L3 cache). Chunks small
+#: enough for a 2 MB L2 were measured slower on the 2-core Xeon of docs/benchmarks.md: their row spans m·k_size
+#: get short (a few hundred floats), and the per-span loop overheads cost more than the cache misses they save.
+CHUNK = 1 << 21
+#: A chunk's row span m·k_size is a multiple of this where the tensor allows (no scalar loop remainders).
+LANES = 16
+#: Entries of a chunk of a tensor without a structure term (only the unit of work split across threads).
+PLAIN_CHUNK = 1 << 16
+#: Below this many entries in a call, the kernels run on the calling thread (a parallel launch costs more).
+PARALLEL_MIN = 1 << 17
 
-@njit(inline="always", cache=True)
+#: The optimizers, as the kernels' ``kind`` argument.
+RAMDA, PROXGEN, RMDA, PROXSGD = 0, 1, 2, 3
+#: Per-tensor float arguments (columns of ``scal``) and state streams after W and G, per kind.
+SCALARS = {RAMDA: 4, PROXGEN: 6, RMDA: 4, PROXSGD: 3}
+STREAMS = {RAMDA: 5, PROXGEN: 4, RMDA: 4, PROXSGD: 3}
+
+
+@intrinsic
+def _f32_ptr(typingctx, addr):
+    """The address ``addr`` (uint64) as a float32 pointer."""
+    sig = types.CPointer(types.float32)(types.uint64)
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
+
+    return sig, codegen
+
+
+@njit(inline="always", cache=True, error_model="numpy")
+def _stream(ptrs, t, s, n):
+    """Stream ``s`` of tensor ``t`` (``n`` float32 entries) as an array."""
+    return numba.carray(_f32_ptr(_U(ptrs[t, s])), (n,))
+
+
+@njit(inline="always", cache=True, error_model="numpy")
 def _cbrt(x):
-    """x^{1/3} for a float32 x ≥ 0 (float64 result that rounds to the correctly rounded float32)."""
+    """x^{1/3} for a float32 x ≥ 0 (float64 result that rounds to the correctly rounded float32): r ≈ x^{-1/3} from
+    a bit-level guess (3.4 %), Newton r ← r(4 − x r³)/3 twice in float32 and twice in float64, then x·r²."""
     small = x < _FLT_MIN
     xs = np.float32(x * (np.float32(1.0) + np.float32(16777215.0) * np.float32(small)))
-    y = np.float64(np.int32(xs.view(np.int32) // 3 + np.int32(709921077)).view(np.float32))
-    y *= 1.0 - 0.99609375 * np.float64(small)
-    xd = np.float64(x)
+    r = np.uint32(np.uint32(1419915938) - xs.view(np.uint32) // np.uint32(3)).view(np.float32)
+    x3 = xs * np.float32(1.0 / 3.0)
     for _ in range(2):
-        y3 = y * y * y
-        y = y * (y3 + xd + xd) / (y3 + y3 + xd)
+        r = r * (np.float32(4.0 / 3.0) - x3 * (r * r * r))
+    rd = np.float64(r)
+    xd3 = np.float64(xs) * (1.0 / 3.0)
+    for _ in range(2):
+        rd = rd * (4.0 / 3.0 - xd3 * (rd * rd * rd))
+    y = np.float64(xs) * rd * rd * (1.0 - 0.99609375 * np.float64(small))
+    xd = np.float64(x)
     return y if (xd > 0.0 and xd < np.inf) else xd
 
 
-@njit(inline="always", cache=True)
+@njit(inline="always", cache=True, error_model="numpy")
 def _lerp(w, z, mix):
     """torch.lerp's formula, so that mix = 1 gives exactly z."""
     if mix < 0.5:
@@ -57,7 +103,7 @@ def _lerp(w, z, mix):
     return z - (z - w) * (np.float32(1.0) - mix)
 
 
-@njit(inline="always", cache=True)
+@njit(inline="always", cache=True, error_model="numpy")
 def _group_add(x, m, k_size, acc):
     """acc[j] += Σ_k x[j·k_size + k] for the m groups of one row span."""
     if k_size == _U(1):
@@ -71,7 +117,7 @@ def _group_add(x, m, k_size, acc):
             acc[jj] += a
 
 
-@njit(inline="always", cache=True)
+@njit(inline="always", cache=True, error_model="numpy")
 def _group_max(P, base, m, k_size, acc):
     if k_size == _U(1):
         for jj in range(m):
@@ -84,212 +130,317 @@ def _group_max(P, base, m, k_size, acc):
             acc[jj] = a
 
 
-@njit(inline="always", cache=True)
-def _block_groups(blk_i, n_in, nblocks):
-    """The groups j0 … j0 + m − 1 of parallel block ``blk_i``."""
-    j0 = _U(blk_i) * n_in // _U(nblocks)
-    return j0, (_U(blk_i) + _U(1)) * n_in // _U(nblocks) - j0
-
-
-@njit(inline="always", cache=True)
-def _row_stats(b2, P, base, m, k_size, bsq, pmax):
-    """Add one row span's b² (``b2``) and max P into the per-group accumulators."""
-    _group_add(b2, m, k_size, bsq)
-    _group_max(P, base, m, k_size, pmax)
-
-
-@njit(inline="always", cache=True)
-def _solve_and_write(w, P, B, n_out, n_in, k_size, j0, m, bsq, pmax, c, mix, tol, max_newton, tmp):
-    """Steps 2 and 3 of the module docstring for groups j0 … j0+m−1; returns the Newton steps taken."""
+@njit(cache=True, error_model="numpy")
+def _newton_write(w, P, B, n_out, n_in, k_size, j0, m, bsq, pmax, c, mix, tol, max_newton):
+    """Steps 2 and 3 of the module docstring for the chunk's groups j0 … j0+m−1 (P, B: its scratch, row-major
+    ``[n_out, m·k_size]``); returns the Newton steps taken."""
     L = m * k_size
     cf = np.float32(c)
+    tmp = np.empty(L)
     tmp2 = np.empty(L)
     rho_e = np.empty(L, np.float32)
     rho = np.zeros(m)
     f2 = np.zeros(m)
     s3 = np.zeros(m)
     active = np.zeros(m, np.bool_)
+    lo, hi = m, _U(0)
     for jj in range(m):
         bn = np.sqrt(bsq[jj])
         if bn > c:
             active[jj] = True
             rho[jj] = (bn - c) / pmax[jj]
+            lo, hi = min(lo, _U(jj)), _U(jj) + _U(1)
     it = 0
-    while True:
-        for jj in range(m):
+    while lo < hi:
+        for jj in range(lo, hi):
             r = np.float32(rho[jj])
             for k in range(k_size):
                 rho_e[jj * k_size + k] = r
-        f2[:] = 0.0
-        s3[:] = 0.0
+        span = hi - lo
+        e0, e1 = lo * k_size, hi * k_size
+        f2[lo:hi] = 0.0
+        s3[lo:hi] = 0.0
         for o in range(n_out):
-            base = (o * n_in + j0) * k_size
-            for e in range(L):
-                p = P[base + e]
+            q = o * L
+            for e in range(e0, e1):
+                p = P[q + e]
                 inv = np.float32(1.0) / (p * rho_e[e] + cf)
-                q = B[base + e] * inv
-                q = q * q
-                tmp[e] = q
-                tmp2[e] = q * p * inv
-            _group_add(tmp, m, k_size, f2)
-            _group_add(tmp2, m, k_size, s3)
-        more = False
-        for jj in range(m):
+                x = B[q + e] * inv
+                x = x * x
+                tmp[e - e0] = x
+                tmp2[e - e0] = x * p * inv
+            _group_add(tmp, span, k_size, f2[lo:hi])
+            _group_add(tmp2, span, k_size, s3[lo:hi])
+        more_lo, more_hi = m, _U(0)
+        for jj in range(lo, hi):
             if active[jj]:
                 f = np.sqrt(f2[jj])
                 if abs(f - 1.0) <= tol:
                     active[jj] = False
                 else:
-                    more = True
+                    more_lo, more_hi = min(more_lo, _U(jj)), _U(jj) + _U(1)
                     f2[jj] = f
-        if not more or it == max_newton:
+        if more_lo >= more_hi or it == max_newton:
             break
         it += 1
-        for jj in range(m):
+        for jj in range(more_lo, more_hi):
             if active[jj]:
                 f = f2[jj]
                 rho[jj] = max(rho[jj] + f * f * (f - 1.0) / s3[jj], 0.0)
+        lo, hi = more_lo, more_hi
     for jj in range(m):
         r = np.float32(rho[jj])
         for k in range(k_size):
             rho_e[jj * k_size + k] = r
     for o in range(n_out):
         base = (o * n_in + j0) * k_size
+        q = o * L
         for e in range(L):
             r = rho_e[e]
             i = base + e
-            w[i] = _lerp(w[i], B[i] * r / (P[i] * r + cf), mix)
+            w[i] = _lerp(w[i], B[q + e] * r / (P[q + e] * r + cf), mix)
     return it
 
 
-@njit(parallel=True, cache=True)
-def _ramda_group_lasso(w, g, v, u, w0, P, B, shape, s, eps, c, mix, tol, max_newton, iters):
-    n_out, n_in, k_size = _U(shape[0]), _U(shape[1]), _U(shape[2])
-    nblocks = iters.shape[0]
-    s, eps, mix = np.float32(s), np.float32(eps), np.float32(mix)
-    for blk_i in prange(nblocks):
-        j0, m = _block_groups(blk_i, n_in, nblocks)
-        bsq, pmax, tmp = np.zeros(m), np.zeros(m, np.float32), np.empty(m * k_size)
-        for o in range(n_out):
-            base = (o * n_in + j0) * k_size
-            for e in range(m * k_size):
-                i = base + e
-                gi = g[i]
-                vi = v[i] + s * gi
-                ui = u[i] + s * gi * gi
-                v[i] = vi
-                u[i] = ui
-                p = np.float32(_cbrt(ui)) + eps
-                b = p * w0[i] - vi
-                P[i] = p
-                B[i] = b
-                tmp[e] = np.float64(b) * b
-            _row_stats(tmp, P, base, m, k_size, bsq, pmax)
-        iters[blk_i] = _solve_and_write(
-            w, P, B, n_out, n_in, k_size, j0, m, bsq, pmax, c, mix, tol, max_newton, tmp
+@njit(cache=True, error_model="numpy")
+def _prox_write(w, Y, n_out, n_in, k_size, j0, m, ysq, c, mix):
+    """W ← mix(W, Y_g·max(0, ‖Y_g‖ − c)/‖Y_g‖) for the chunk's groups (Y: scratch, ``[n_out, m·k_size]``)."""
+    L = m * k_size
+    scale = np.empty(L, np.float32)
+    for jj in range(m):
+        shrunk = max(np.sqrt(ysq[jj]) - c, 0.0)
+        sc = np.float32(shrunk / (shrunk + c)) if c > 0.0 else np.float32(1.0)
+        for k in range(k_size):
+            scale[jj * k_size + k] = sc
+    for o in range(n_out):
+        base = (o * n_in + j0) * k_size
+        q = o * L
+        for e in range(L):
+            i = base + e
+            w[i] = _lerp(w[i], Y[q + e] * scale[e], mix)
+
+
+@njit(cache=True, error_model="numpy")
+def _ramda_chunk(ptrs, scal, t, n_out, n_in, k_size, j0, m, grouped, P, B, tol, max_newton):
+    n = n_out * n_in * k_size
+    w, g, v, u, w0 = (_stream(ptrs, t, 0, n), _stream(ptrs, t, 1, n), _stream(ptrs, t, 2, n),
+                      _stream(ptrs, t, 3, n), _stream(ptrs, t, 4, n))  # fmt: skip
+    s, eps, c, mix = np.float32(scal[t, 0]), np.float32(scal[t, 1]), scal[t, 2], np.float32(scal[t, 3])
+    L = m * k_size
+    if not grouped:
+        for i in range(j0, j0 + m):
+            gi = g[i]
+            vi = v[i] + s * gi
+            ui = u[i] + s * gi * gi
+            v[i] = vi
+            u[i] = ui
+            p = np.float32(_cbrt(ui)) + eps
+            w[i] = _lerp(w[i], w0[i] - vi / p, mix)
+        return 0
+    bsq, pmax, tmp = np.zeros(m), np.zeros(m, np.float32), np.empty(L)
+    for o in range(n_out):
+        base = (o * n_in + j0) * k_size
+        q = o * L
+        for e in range(L):
+            i = base + e
+            gi = g[i]
+            vi = v[i] + s * gi
+            ui = u[i] + s * gi * gi
+            v[i] = vi
+            u[i] = ui
+            p = np.float32(_cbrt(ui)) + eps
+            b = p * w0[i] - vi
+            P[q + e] = p
+            B[q + e] = b
+            tmp[e] = np.float64(b) * b
+        _group_add(tmp, m, k_size, bsq)
+        _group_max(P, q, m, k_size, pmax)
+    return _newton_write(w, P, B, n_out, n_in, k_size, j0, m, bsq, pmax, c, mix, tol, max_newton)
+
+
+@njit(cache=True, error_model="numpy")
+def _proxgen_chunk(ptrs, scal, t, n_out, n_in, k_size, j0, m, grouped, P, B, tol, max_newton):
+    n = n_out * n_in * k_size
+    w, g, m1, m2 = (
+        _stream(ptrs, t, 0, n),
+        _stream(ptrs, t, 1, n),
+        _stream(ptrs, t, 2, n),
+        _stream(ptrs, t, 3, n),
+    )
+    w1, beta2, w2 = np.float32(1.0 - scal[t, 0]), np.float32(scal[t, 1]), np.float32(1.0 - scal[t, 1])
+    bias2_sqrt, step_size, eps = np.float32(scal[t, 2]), np.float32(scal[t, 3]), np.float32(scal[t, 4])
+    c = scal[t, 5]
+    L = m * k_size
+    if not grouped:
+        for i in range(j0, j0 + m):
+            gi = g[i]
+            mi = _lerp(m1[i], gi, w1)
+            vi = m2[i] * beta2 + w2 * (gi * gi)
+            m1[i] = mi
+            m2[i] = vi
+            w[i] = w[i] - step_size * (mi / (np.sqrt(vi) / bias2_sqrt + eps))
+        return 0
+    bsq, pmax, tmp = np.zeros(m), np.zeros(m, np.float32), np.empty(L)
+    for o in range(n_out):
+        base = (o * n_in + j0) * k_size
+        q = o * L
+        for e in range(L):
+            i = base + e
+            gi = g[i]
+            mi = _lerp(m1[i], gi, w1)
+            vi = m2[i] * beta2 + w2 * (gi * gi)
+            m1[i] = mi
+            m2[i] = vi
+            p = np.sqrt(vi) / bias2_sqrt + eps
+            b = p * w[i] - mi * step_size
+            P[q + e] = p
+            B[q + e] = b
+            tmp[e] = np.float64(b) * b
+        _group_add(tmp, m, k_size, bsq)
+        _group_max(P, q, m, k_size, pmax)
+    return _newton_write(w, P, B, n_out, n_in, k_size, j0, m, bsq, pmax, c, np.float32(1.0), tol, max_newton)
+
+
+@njit(cache=True, error_model="numpy")
+def _rmda_chunk(ptrs, scal, t, n_out, n_in, k_size, j0, m, grouped, Y):
+    n = n_out * n_in * k_size
+    w, g, v, w0 = (
+        _stream(ptrs, t, 0, n),
+        _stream(ptrs, t, 1, n),
+        _stream(ptrs, t, 2, n),
+        _stream(ptrs, t, 3, n),
+    )
+    s, inv_beta, c, mix = np.float32(scal[t, 0]), np.float32(scal[t, 1]), scal[t, 2], np.float32(scal[t, 3])
+    L = m * k_size
+    if not grouped:
+        for i in range(j0, j0 + m):
+            vi = v[i] + s * g[i]
+            v[i] = vi
+            w[i] = _lerp(w[i], w0[i] - inv_beta * vi, mix)
+        return
+    ysq, tmp = np.zeros(m), np.empty(L)
+    for o in range(n_out):
+        base = (o * n_in + j0) * k_size
+        q = o * L
+        for e in range(L):
+            i = base + e
+            vi = v[i] + s * g[i]
+            v[i] = vi
+            y = w0[i] - inv_beta * vi
+            Y[q + e] = y
+            tmp[e] = np.float64(y) * y
+        _group_add(tmp, m, k_size, ysq)
+    _prox_write(w, Y, n_out, n_in, k_size, j0, m, ysq, c, mix)
+
+
+@njit(cache=True, error_model="numpy")
+def _proxsgd_chunk(ptrs, scal, t, n_out, n_in, k_size, j0, m, grouped, Y):
+    n = n_out * n_in * k_size
+    w, g, buf = _stream(ptrs, t, 0, n), _stream(ptrs, t, 1, n), _stream(ptrs, t, 2, n)
+    keep, mom, lr, c = (
+        np.float32(1.0 - scal[t, 0]),
+        np.float32(scal[t, 0]),
+        np.float32(scal[t, 1]),
+        scal[t, 2],
+    )
+    L = m * k_size
+    if not grouped:
+        for i in range(j0, j0 + m):
+            bi = buf[i] * keep + mom * g[i]
+            buf[i] = bi
+            w[i] = w[i] - lr * bi
+        return
+    ysq, tmp = np.zeros(m), np.empty(L)
+    for o in range(n_out):
+        base = (o * n_in + j0) * k_size
+        q = o * L
+        for e in range(L):
+            i = base + e
+            bi = buf[i] * keep + mom * g[i]
+            buf[i] = bi
+            y = w[i] - lr * bi
+            Y[q + e] = y
+            tmp[e] = np.float64(y) * y
+        _group_add(tmp, m, k_size, ysq)
+    _prox_write(w, Y, n_out, n_in, k_size, j0, m, ysq, c, np.float32(1.0))
+
+
+@njit(cache=True, error_model="numpy")
+def _block(kind, ptrs, dims, scal, work, q0, q1, ws, tol, max_newton, iters):
+    """Work items q0 … q1 − 1 (tensor, chunk) on one thread, with its scratch row ``ws``."""
+    for q in range(q0, q1):
+        t, ci = work[q, 0], _U(work[q, 1])
+        n_out, n_in, k_size, m, grouped = (
+            _U(dims[t, 0]),
+            _U(dims[t, 1]),
+            _U(dims[t, 2]),
+            _U(dims[t, 3]),
+            dims[t, 4],
         )
+        j0 = ci * m
+        mm = min(m, n_in - j0)
+        size = n_out * mm * k_size
+        P, B = ws[:size], ws[size : 2 * size]
+        if kind == RAMDA:
+            iters[q] = _ramda_chunk(
+                ptrs, scal, t, n_out, n_in, k_size, j0, mm, grouped, P, B, tol, max_newton
+            )
+        elif kind == PROXGEN:
+            iters[q] = _proxgen_chunk(
+                ptrs, scal, t, n_out, n_in, k_size, j0, mm, grouped, P, B, tol, max_newton
+            )
+        elif kind == RMDA:
+            _rmda_chunk(ptrs, scal, t, n_out, n_in, k_size, j0, mm, grouped, P)
+        else:
+            _proxsgd_chunk(ptrs, scal, t, n_out, n_in, k_size, j0, mm, grouped, P)
 
 
-@njit(parallel=True, cache=True)
-def _proxgen_group_lasso(w, g, m1, m2, P, B, shape, beta1, beta2, bias2_sqrt, step_size, eps, c, tol, max_newton,
-                         iters):  # fmt: skip
-    n_out, n_in, k_size = _U(shape[0]), _U(shape[1]), _U(shape[2])
-    nblocks = iters.shape[0]
-    w1, w2 = np.float32(1.0 - beta1), np.float32(1.0 - beta2)
-    beta2, bias2_sqrt = np.float32(beta2), np.float32(bias2_sqrt)
-    step_size, eps = np.float32(step_size), np.float32(eps)
-    for blk_i in prange(nblocks):
-        j0, m = _block_groups(blk_i, n_in, nblocks)
-        bsq, pmax, tmp = np.zeros(m), np.zeros(m, np.float32), np.empty(m * k_size)
-        for o in range(n_out):
-            base = (o * n_in + j0) * k_size
-            for e in range(m * k_size):
-                i = base + e
-                gi = g[i]
-                mi = _lerp(m1[i], gi, w1)
-                vi = m2[i] * beta2 + w2 * (gi * gi)
-                m1[i] = mi
-                m2[i] = vi
-                p = np.sqrt(vi) / bias2_sqrt + eps
-                b = p * w[i] - mi * step_size
-                P[i] = p
-                B[i] = b
-                tmp[e] = np.float64(b) * b
-            _row_stats(tmp, P, base, m, k_size, bsq, pmax)
-        iters[blk_i] = _solve_and_write(
-            w, P, B, n_out, n_in, k_size, j0, m, bsq, pmax, c, np.float32(1.0), tol, max_newton, tmp
-        )
+@njit(parallel=True, cache=True, error_model="numpy")
+def _run_parallel(kind, ptrs, dims, scal, work, bounds, ws, tol, max_newton, iters):
+    for b in prange(bounds.size - 1):
+        _block(kind, ptrs, dims, scal, work, bounds[b], bounds[b + 1], ws[b], tol, max_newton, iters)
 
 
-@njit(parallel=True, cache=True)
-def _ramda_plain(w, g, v, u, w0, s, eps, mix):
-    s, eps, mix = np.float32(s), np.float32(eps), np.float32(mix)
-    for i in prange(w.shape[0]):
-        gi = g[i]
-        vi = v[i] + s * gi
-        ui = u[i] + s * gi * gi
-        v[i] = vi
-        u[i] = ui
-        p = np.float32(_cbrt(ui)) + eps
-        w[i] = _lerp(w[i], w0[i] - vi / p, mix)
-
-
-@njit(parallel=True, cache=True)
-def _proxgen_plain(w, g, m1, m2, beta1, beta2, bias2_sqrt, step_size, eps):
-    w1, w2 = np.float32(1.0 - beta1), np.float32(1.0 - beta2)
-    beta2, bias2_sqrt = np.float32(beta2), np.float32(bias2_sqrt)
-    step_size, eps = np.float32(step_size), np.float32(eps)
-    for i in prange(w.shape[0]):
-        gi = g[i]
-        mi = _lerp(m1[i], gi, w1)
-        vi = m2[i] * beta2 + w2 * (gi * gi)
-        m1[i] = mi
-        m2[i] = vi
-        w[i] = w[i] - step_size * (mi / (np.sqrt(vi) / bias2_sqrt + eps))
+@njit(cache=True, error_model="numpy")
+def _run_serial(kind, ptrs, dims, scal, work, bounds, ws, tol, max_newton, iters):
+    _block(kind, ptrs, dims, scal, work, 0, work.shape[0], ws[0], tol, max_newton, iters)
 
 
 class Workspace:
-    """The P and b scratch arrays, reused across tensors and steps (fresh multi-MB arrays cost page faults)."""
+    """Per-thread scratch rows, reused across calls and steps (fresh multi-MB arrays cost page faults)."""
 
     def __init__(self) -> None:
-        self._p = self._b = np.empty(0, np.float32)
+        self._buf = np.empty((0, 0), np.float32)
 
-    def get(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        if self._p.size < n:
-            self._p, self._b = np.empty(n, np.float32), np.empty(n, np.float32)
-        return self._p[:n], self._b[:n]
+    def get(self, rows: int, size: int) -> np.ndarray:
+        if self._buf.shape[0] < rows or self._buf.shape[1] < size:
+            self._buf = np.empty((max(rows, self._buf.shape[0]), max(size, self._buf.shape[1])), np.float32)
+        return self._buf
 
 
-def flat_views(tensors: list[Tensor], grouped: bool) -> tuple[tuple[int, int, int], list[np.ndarray]] | None:
-    """Flat float32 numpy views sharing memory with ``tensors`` and the ``[n_out, n_in, k_size]`` shape in which the
-    input-wise groups are ``[:, j, :]`` (contiguous tensors, or 4-/5-d channels-last ones, where the groups are
-    the innermost axis); ``None`` when the tensors are not all CPU float32 in one such layout."""
+def layout(tensors: list[Tensor], grouped: bool) -> tuple[int, int, int] | None:
+    """``(n_out, n_in, k_size)``: the view of ``tensors`` (the parameter, its gradient, the state) as
+    ``[n_out, n_in, k_size]`` in memory order with the input-wise groups ``[:, j, :]`` (contiguous tensors, or
+    4-/5-d channels-last ones, where the groups are the innermost axis); ``(1, numel, 1)`` when not ``grouped``
+    (dense tensors of any one memory order). ``None`` when the tensors are not all CPU float32 of one layout."""
     p = tensors[0]
-    if not p.is_cpu or p.dtype != torch.float32 or p.numel() == 0 or (grouped and p.dim() < 2):
+    if p.dtype != torch.float32 or not p.is_cpu or (grouped and p.dim() < 2):
         return None
-    shape_p, stride_p = p.shape, p.stride()
-    if any(not t.is_cpu or t.dtype != p.dtype or t.shape != shape_p or t.stride() != stride_p
-           for t in tensors[1:]):  # fmt: skip
-        return None
-    if p.is_contiguous():
-        perm = None
-        n_in = p.shape[1] if grouped else 1
-        shape = (p.shape[0], n_in, p.numel() // (p.shape[0] * n_in)) if grouped else (p.numel(), 1, 1)
-    elif p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last):
-        perm, shape = (0, 2, 3, 1), (p.numel() // p.shape[1], p.shape[1], 1)
-    elif p.dim() == 5 and p.is_contiguous(memory_format=torch.channels_last_3d):
-        perm, shape = (0, 2, 3, 4, 1), (p.numel() // p.shape[1], p.shape[1], 1)
-    else:
-        return None
-    views = []
-    for t in tensors:
-        a = (t.detach() if t.requires_grad else t).numpy()
-        if perm is not None:
-            a = a.transpose(perm)
-        if not a.flags.c_contiguous:
+    shape, stride = p.shape, p.stride()
+    for t in tensors[1:]:
+        if t.dtype != torch.float32 or not t.is_cpu or t.shape != shape or t.stride() != stride:
             return None
-        views.append(a.reshape(-1))
-    return shape, views
+    n = p.numel()
+    if p.is_contiguous():
+        return (shape[0], shape[1], n // (shape[0] * shape[1])) if grouped else (1, n, 1)
+    dense = None
+    if (p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last)) or (
+        p.dim() == 5 and p.is_contiguous(memory_format=torch.channels_last_3d)
+    ):
+        dense = (n // shape[1], shape[1], 1)
+    if dense is None:
+        return None
+    return dense if grouped else (1, n, 1)
 
 
 def set_threads() -> int:
@@ -305,46 +456,49 @@ def set_threads() -> int:
     return n
 
 
-def _blocks(n_in: int, threads: int) -> np.ndarray:
-    return np.zeros(max(1, min(n_in, threads)), np.int64)
+def group_size(shape: tuple[int, int, int]) -> int:
+    """|g|, the entries of one input-wise group of a tensor of :func:`layout` ``shape``."""
+    return shape[0] * shape[2]
 
 
-def ramda_group_lasso_step(
-    shape: tuple[int, int, int], arrays: list[np.ndarray], workspace: Workspace, threads: int,
-    scale: float, eps: float, t: float, mix: float, max_newton: int = newton.MAX_STEPS,
-) -> int:  # fmt: skip
-    """One RAMDA step in place on ``arrays`` = (W, G, V, U, W⁰) (``t`` = αλ); returns the Newton steps taken."""
-    w, g, v, u, w0 = arrays
-    p_buf, b_buf = workspace.get(w.size)
-    iters = _blocks(shape[1], threads)
-    c = t * math.sqrt(shape[0] * shape[2])
-    _ramda_group_lasso(w, g, v, u, w0, p_buf, b_buf, np.array(shape, np.int64), scale, eps, c, mix, _TOL,
-                       max_newton, iters)  # fmt: skip
-    return int(iters.max())
-
-
-def proxgen_group_lasso_step(
-    shape: tuple[int, int, int], arrays: list[np.ndarray], workspace: Workspace, threads: int,
-    betas: tuple[float, float], bias2: float, step_size: float, eps: float, t: float,
-    max_newton: int = newton.MAX_STEPS,
-) -> int:  # fmt: skip
-    """One ProxGen step in place on ``arrays`` = (W, G, m, v) (``t`` = ηλ, ``bias2`` = 1 − β₂ᵏ)."""
-    w, g, m1, m2 = arrays
-    p_buf, b_buf = workspace.get(w.size)
-    iters = _blocks(shape[1], threads)
-    c = t * math.sqrt(shape[0] * shape[2])
-    _proxgen_group_lasso(w, g, m1, m2, p_buf, b_buf, np.array(shape, np.int64), betas[0], betas[1],
-                         math.sqrt(bias2), step_size, eps, c, _TOL, max_newton, iters)  # fmt: skip
-    return int(iters.max())
-
-
-def proxgen_plain_step(
-    arrays: list[np.ndarray], betas: tuple[float, float], bias2: float, step_size: float, eps: float
-) -> None:
-    """ProxGen's unregularised step (Adam's) in place on (W, G, m, v): W ← W − step_size·m/(√(v/b₂) + ε)."""
-    _proxgen_plain(*arrays, betas[0], betas[1], math.sqrt(bias2), step_size, eps)
-
-
-def ramda_plain_step(arrays: list[np.ndarray], scale: float, eps: float, mix: float) -> None:
-    """RAMDA's unregularised step in place on (W, G, V, U, W⁰): W ← W + m·(W⁰ − V/P − W)."""
-    _ramda_plain(*arrays, scale, eps, mix)
+def run(
+    kind: int, tensors: list[list[Tensor]], shapes: list[tuple[int, int, int]], grouped: bool,
+    scalars: list[tuple[float, ...]], workspace: Workspace, threads: int, max_newton: int = newton.MAX_STEPS,
+) -> np.ndarray:  # fmt: skip
+    """One step of optimizer ``kind`` in place on each entry of ``tensors`` (W, G, then the state as the
+    ``_*_chunk`` kernel of ``kind`` reads it) of :func:`layout` ``shapes``, with a group-LASSO term if ``grouped``,
+    and per-tensor ``scalars`` (as that kernel reads them; the threshold among them is c = t·√|g|). Returns each
+    tensor's Newton steps (0 without a solver)."""
+    count = len(tensors)
+    ptrs = np.array([[t.data_ptr() for t in ts] for ts in tensors], np.uint64)
+    dims = np.empty((count, 5), np.int64)
+    chunks = np.empty(count, np.int64)
+    sizes = np.empty(count, np.int64)
+    for i, (n_out, n_in, k_size) in enumerate(shapes):
+        if grouped:
+            unit = LANES // math.gcd(k_size, LANES)
+            m = max(1, min(n_in, CHUNK // (n_out * k_size) // unit * unit))
+        else:
+            n_out, n_in, k_size = 1, n_out * n_in * k_size, 1
+            m = min(n_in, PLAIN_CHUNK)
+        dims[i] = (n_out, n_in, k_size, m, grouped)
+        chunks[i] = -(-n_in // m)
+        sizes[i] = n_out * m * k_size
+    scal = np.array(scalars, np.float64).reshape(count, -1)
+    owner = np.repeat(np.arange(count), chunks)
+    first = np.cumsum(chunks) - chunks
+    work = np.stack([owner, np.arange(owner.size) - first[owner]], axis=1)
+    size = int(sizes.max())
+    cost = np.cumsum(sizes[owner])
+    total = int(cost[-1])
+    iters = np.zeros(owner.size, np.int64)
+    if threads > 1 and total >= PARALLEL_MIN and owner.size > 1:
+        blocks = min(threads, owner.size)
+        bounds = np.searchsorted(cost, total * np.arange(blocks + 1) / blocks, side="left")
+        bounds[0], bounds[-1] = 0, owner.size
+        ws = workspace.get(blocks, 2 * size)
+        _run_parallel(kind, ptrs, dims, scal, work, bounds, ws, _TOL, max_newton, iters)
+    else:
+        ws = workspace.get(1, 2 * size)
+        _run_serial(kind, ptrs, dims, scal, work, np.zeros(2, np.int64), ws, _TOL, max_newton, iters)
+    return np.maximum.reduceat(iters, first)

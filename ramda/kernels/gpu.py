@@ -1,7 +1,8 @@
 """Fused Triton kernels for one RAMDA or ProxGen step on a group-LASSO tensor (the GPU fast path).
 
-One program handles one input-wise group g end to end, with the group held in registers (RAMDA shown;
-ProxGen's first line is its Adam moments, P_g = √(v_g/b₂) + ε, b_g = P_g⊙W_g − (η/b₁)·m_g, and m = 1):
+One program handles a tile of consecutive input-wise groups end to end (rows × groups × kernel entries, loads
+coalesced along the contiguous dimension; see :mod:`ramda.kernels._triton`), held in registers. Per group g
+(RAMDA shown; ProxGen's first line is its Adam moments, P_g = √(v_g/b₂) + ε, b_g = P_g⊙W_g − (η/b₁)·m_g, m = 1):
 
     V_g += s·G_g;  U_g += s·G_g⊙G_g;  P_g = U_g^{1/3} + ε;  b_g = P_g⊙W⁰_g − V_g
     ‖b_g‖ ≤ c  →  W̃_g = 0  (c = αλ√|g|)
@@ -24,8 +25,11 @@ from torch import Tensor
 
 from ramda import newton
 
-#: Largest group (entries) a program keeps in registers; larger groups take the plain-torch path.
-MAX_GROUP = 16384
+#: Largest tile (entries, padded to powers of two) a program keeps in registers; a tensor whose single group
+#: needs more takes the plain-torch path.
+MAX_TILE = 16384
+#: Consecutive floats a tile reads from each contiguous run, where the group size allows: one 32-byte sector.
+SECTOR = 8
 _TOL = newton.tolerance(torch.float32)
 
 
@@ -39,28 +43,44 @@ def _kernels() -> dict:
 
 def fused_supported(tensors: list[Tensor]) -> bool:
     """Whether the kernels handle these tensors: float32, 2–4 dims, one memory layout, a group that fits the
-    registers of one program."""
+    registers of one program (:func:`_tile` of one group ≤ :data:`MAX_TILE`)."""
     p = tensors[0]
     return (
         p.dtype == torch.float32
         and 2 <= p.dim() <= 4
         and p.numel() > 0
-        and p.numel() // p.shape[1] <= MAX_GROUP
+        and _pow2(p.shape[0]) * _pow2(p.numel() // (p.shape[0] * p.shape[1])) <= MAX_TILE
         and all(t.dtype == p.dtype and t.shape == p.shape and t.stride() == p.stride() for t in tensors[1:])
     )
 
 
+def _pow2(n: int) -> int:
+    return 1 << (n - 1).bit_length()
+
+
+def _tile(n_out: int, n_in: int, k: int, s1: int) -> tuple[int, int, int]:
+    """(ROWS, G, KB): the tile of G consecutive groups, G grown (in powers of two, within :data:`MAX_TILE` and
+    n_in) until a contiguous run holds :data:`SECTOR` floats: G·K of them when the kernel entries are contiguous
+    (s1 = K), G when the groups are (channels-last, s1 = 1)."""
+    rows, kb = _pow2(n_out), _pow2(k)
+    run = k if s1 == k else 1
+    g = 1
+    while g * run < SECTOR and g < n_in and rows * 2 * g * kb <= MAX_TILE:
+        g *= 2
+    return rows, g, kb
+
+
 def _launch(name: str, tensors: list[Tensor], scalars: tuple, t: float, tail: tuple = ()) -> None:
-    """One program per input-wise group; the kernel's scalars are ``scalars``, c = t·√|g|, ``tail``, tol."""
+    """One program per tile of groups; the kernel's scalars are ``scalars``, c = t·√|g|, ``tail``, tol."""
     w = tensors[0]
     shape = list(w.shape) + [1] * (4 - w.dim())
     strides = list(w.stride()) + [0] * (4 - w.dim())
     n_out, n_in, kh, kw = shape
-    group = n_out * kh * kw
-    block = max(16, 1 << (group - 1).bit_length())
-    _kernels()[name][(n_in,)](
-        *tensors, n_out, kw, kh * kw, *strides, *scalars, t * math.sqrt(group), *tail, _TOL,
-        BLOCK=block, NEWTON=newton.TRITON_STEPS, num_warps=8 if block >= 4096 else 4,
+    k = kh * kw
+    rows, g, kb = _tile(n_out, n_in, k, strides[1])
+    _kernels()[name][(-(-n_in // g),)](
+        *tensors, n_out, n_in, kw, k, *strides, *scalars, t * math.sqrt(n_out * k), *tail, _TOL,
+        ROWS=rows, G=g, KB=kb, NEWTON=newton.TRITON_STEPS, num_warps=8 if rows * g * kb >= 4096 else 4,
     )  # fmt: skip
 
 

@@ -24,9 +24,11 @@ def _check_momentum(value: float) -> None:
 #: The kind of a fused kernel for tensors without a structure term (λ = 0); the others are regulariser names.
 PLAIN = "plain"
 
-#: A fused kernel as an optimizer lists it: ``kernel(optimizer, group, state, data)`` updates one tensor and its
-#: state in place and returns the inner solver iterations it took (``None`` when it runs no solver). ``data`` is
-#: the tensors on CUDA, and on the CPU ``(shape, flat numpy views)`` of :func:`ramda.kernels.cpu.flat_views`.
+#: A fused kernel as an optimizer lists it: ``kernel(optimizer, group, states, data)`` updates tensors and their
+#: state in place and returns the inner solver iterations it took (``None`` when it runs no solver). On CUDA it
+#: takes one tensor (``states``: its state dict, ``data``: the tensors); on the CPU every tensor of the group
+#: that it handles at once (``states``: their state dicts, ``data``: ``(tensor lists, layouts)``, the layouts of
+#: :func:`ramda.kernels.cpu.layout`) and returns one count per tensor.
 FusedKernel = Callable[[Any, dict[str, Any], dict[str, Any], Any], "int | Tensor | None"]
 
 
@@ -156,18 +158,30 @@ class RegularizedOptimizer(Optimizer):
         kind = None if group.get("fused") is False else self._fused_kind(group, reg)
         if kind is None or not self.fused_kernels:
             return list(range(len(params)))
-        rest = []
+        rest, cpu_batch = [], []
         for i, (p, g, state) in enumerate(zip(params, grads, states)):
             kernel = self.fused_kernels.get((p.device.type, kind))
             data = None if kernel is None else self._kernel_data(group, kind, [p, g, *self._state_of(state)])
             if data is None:
                 rest.append(i)
-                continue
-            iters = kernel(self, group, state, data)
+            elif p.is_cpu:
+                cpu_batch.append((i, data))
+            else:
+                iters = kernel(self, group, state, data)
+                if iters is not None:
+                    self._record_iters(iters, p.device)
+                # The kernels write through raw pointers: tell autograd that W and the state changed in place.
+                torch.autograd.graph.increment_version([p, *self._state_of(state)])
+        if cpu_batch:
+            # One call for all the group's CPU tensors: the numba kernels take a table of them.
+            batch_states = [states[i] for i, _ in cpu_batch]
+            tensors = [data[0] for _, data in cpu_batch]
+            iters = self.fused_kernels[("cpu", kind)](
+                self, group, batch_states, (tensors, [data[1] for _, data in cpu_batch])
+            )
             if iters is not None:
-                self._record_iters(iters, p.device)
-            # The kernels write through raw pointers: tell autograd that W and the state changed in place.
-            torch.autograd.graph.increment_version([p, *self._state_of(state)])
+                self._record_iters(int(sum(iters)), params[0].device, calls=len(iters))
+            torch.autograd.graph.increment_version([t for ts in tensors for t in ts if t is not ts[1]])
         return rest
 
     def _state_of(self, state: dict[str, Any]) -> list[Tensor]:
@@ -184,7 +198,8 @@ class RegularizedOptimizer(Optimizer):
             return None
         from ramda.kernels import cpu  # numba loads only when a CPU kernel runs
 
-        return cpu.flat_views(tensors, grouped=kind == "group_lasso")
+        shape = cpu.layout(tensors, grouped=kind != PLAIN)
+        return None if shape is None else (tensors, shape)
 
     @staticmethod
     def _backend_ready(group: dict[str, Any], name: str, available: Callable[[], bool]) -> bool:
@@ -214,11 +229,12 @@ class RegularizedOptimizer(Optimizer):
             self._threads = set_threads()
         return self._threads
 
-    def _record_iters(self, iters: Tensor | int, device: torch.device) -> None:
+    def _record_iters(self, iters: Tensor | int, device: torch.device, calls: int = 1) -> None:
+        """Add ``iters`` inner iterations taken over ``calls`` tensor steps."""
         if self._solver_iters is None:
             self._solver_iters = torch.zeros((), dtype=torch.int64, device=device)
         self._solver_iters += iters
-        self._solver_calls += 1
+        self._solver_calls += calls
 
     def solver_iterations(self) -> float:
         """Mean inner solver iterations per tensor and step since the last call (nan where no solver ran, and

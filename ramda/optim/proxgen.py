@@ -64,18 +64,24 @@ class ProxGen(RegularizedOptimizer):
     def _gpu_group_lasso(self, group: dict[str, Any], state: dict[str, Any], tensors: list[Tensor]) -> None:
         gpu.proxgen_group_lasso_step(*tensors, group["betas"], *self._kernel_scalars(group, state))
 
-    def _cpu_group_lasso(self, group: dict[str, Any], state: dict[str, Any], data: Any) -> int:
+    def _cpu_step(self, group: dict[str, Any], states: list[dict], data: Any, grouped: bool) -> Any:
         from ramda.kernels import cpu
 
+        tensors, shapes = data
+        beta1, beta2 = group["betas"]
+        scalars = []
+        for state, shape in zip(states, shapes):
+            bias2, step_size, eps, t = self._kernel_scalars(group, state)
+            c = t * math.sqrt(cpu.group_size(shape))
+            scalars.append((beta1, beta2, math.sqrt(bias2), step_size, eps, c))
         workspace, threads = self._cpu_workspace(), self._cpu_threads()
-        scalars = self._kernel_scalars(group, state)
-        return cpu.proxgen_group_lasso_step(*data, workspace, threads, group["betas"], *scalars)
+        return cpu.run(cpu.PROXGEN, tensors, shapes, grouped, scalars, workspace, threads)
 
-    def _cpu_plain(self, group: dict[str, Any], state: dict[str, Any], data: Any) -> None:
-        from ramda.kernels import cpu
+    def _cpu_group_lasso(self, group: dict[str, Any], states: list[dict], data: Any) -> Any:
+        return self._cpu_step(group, states, data, True)
 
-        bias2, step_size, eps, _ = self._kernel_scalars(group, state)
-        cpu.proxgen_plain_step(data[1], group["betas"], bias2, step_size, eps)
+    def _cpu_plain(self, group: dict[str, Any], states: list[dict], data: Any) -> None:
+        self._cpu_step(group, states, data, False)
 
     fused_kernels: ClassVar[dict[tuple[str, str], FusedKernel]] = {
         ("cuda", "group_lasso"): _gpu_group_lasso,

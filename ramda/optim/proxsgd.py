@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-from ramda.optim.base import RegularizedOptimizer
+from ramda.optim.base import PLAIN, FusedKernel, RegularizedOptimizer
 
 
 class ProxSGD(RegularizedOptimizer):
     r"""m ← (1 − c)·m + c·g (m = c·g at the first step),   W ← prox_{η λ ψ}(W − η m).
 
-    Args: ``lr`` η, ``momentum`` c ∈ (0, 1] (0.1 by default), ``lam`` default λ.
+    Args: ``lr`` η, ``momentum`` c ∈ (0, 1] (0.1 by default), ``lam`` default λ. ``fused``: the one-pass numba
+    kernel on the CPU for float32 tensors, group LASSO or unregularised (``None``: where numba is installed;
+    ``True``: raise without it; ``False``: the plain-torch path).
     """
 
     def __init__(
@@ -25,22 +28,49 @@ class ProxSGD(RegularizedOptimizer):
         *,
         lam: float = 0.0,
         regularizer: str | None = "group_lasso",
+        fused: bool | None = None,
     ) -> None:
-        super().__init__(params, dict(lr=lr, momentum=momentum, lam=lam, regularizer=regularizer))
+        super().__init__(
+            params, dict(lr=lr, momentum=momentum, lam=lam, regularizer=regularizer, fused=fused)
+        )
+
+    def _cpu_step(self, group: dict[str, Any], states: list[dict], data: Any, grouped: bool) -> None:
+        from ramda.kernels import cpu
+
+        tensors, shapes = data
+        lr, tau = group["lr"], group["lr"] * group["lam"]
+        scalars = [(group["momentum"], lr, tau * math.sqrt(cpu.group_size(shape))) for shape in shapes]
+        cpu.run(cpu.PROXSGD, tensors, shapes, grouped, scalars, self._cpu_workspace(), self._cpu_threads())
+
+    def _cpu_group_lasso(self, group: dict[str, Any], states: list[dict], data: Any) -> None:
+        self._cpu_step(group, states, data, True)
+
+    def _cpu_plain(self, group: dict[str, Any], states: list[dict], data: Any) -> None:
+        self._cpu_step(group, states, data, False)
+
+    fused_kernels: ClassVar[dict[tuple[str, str], FusedKernel]] = {
+        ("cpu", "group_lasso"): _cpu_group_lasso,
+        ("cpu", PLAIN): _cpu_plain,
+    }
+    fused_state = ("momentum_buffer",)
 
     def _group_step(
         self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]
     ) -> None:
         c, lr = group["momentum"], group["lr"]
-        bufs = []
-        for g, state in zip(grads, states):
+        for p, state in zip(params, states):
             if "momentum_buffer" not in state:
-                state["momentum_buffer"] = g.mul(c)
-            else:
-                state["momentum_buffer"].mul_(1.0 - c).add_(g, alpha=c)
-            bufs.append(state["momentum_buffer"])
-        torch._foreach_add_(params, bufs, alpha=-lr)
+                # Zero, so that the first update gives m = c·g exactly on every path.
+                state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         reg = self.regularizer_of(group)
+        rest = self._fused_steps(group, reg, params, grads, states)
+        if not rest:
+            return
+        params, grads = [params[i] for i in rest], [grads[i] for i in rest]
+        bufs = [states[i]["momentum_buffer"] for i in rest]
+        torch._foreach_mul_(bufs, 1.0 - c)
+        torch._foreach_add_(bufs, grads, alpha=c)
+        torch._foreach_add_(params, bufs, alpha=-lr)
         if reg is not None:
             for p in params:
                 p.copy_(reg.prox(p, lr * group["lam"]))

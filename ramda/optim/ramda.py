@@ -68,17 +68,22 @@ class RAMDA(RegularizedOptimizer):
     def _gpu_group_lasso(self, group: dict[str, Any], state: dict[str, Any], tensors: list[Tensor]) -> None:
         gpu.ramda_group_lasso_step(*tensors, *self._kernel_scalars(group, state))
 
-    def _cpu_group_lasso(self, group: dict[str, Any], state: dict[str, Any], data: Any) -> int:
+    def _cpu_step(self, group: dict[str, Any], states: list[dict], data: Any, grouped: bool) -> Any:
         from ramda.kernels import cpu
 
+        tensors, shapes = data
+        scalars = []
+        for state, shape in zip(states, shapes):
+            scale, eps, t, momentum = self._kernel_scalars(group, state)
+            scalars.append((scale, eps, t * math.sqrt(cpu.group_size(shape)), momentum))
         workspace, threads = self._cpu_workspace(), self._cpu_threads()
-        return cpu.ramda_group_lasso_step(*data, workspace, threads, *self._kernel_scalars(group, state))
+        return cpu.run(cpu.RAMDA, tensors, shapes, grouped, scalars, workspace, threads)
 
-    def _cpu_plain(self, group: dict[str, Any], state: dict[str, Any], data: Any) -> None:
-        from ramda.kernels import cpu
+    def _cpu_group_lasso(self, group: dict[str, Any], states: list[dict], data: Any) -> Any:
+        return self._cpu_step(group, states, data, True)
 
-        scale, eps, _, momentum = self._kernel_scalars(group, state)
-        cpu.ramda_plain_step(data[1], scale, eps, momentum)
+    def _cpu_plain(self, group: dict[str, Any], states: list[dict], data: Any) -> None:
+        self._cpu_step(group, states, data, False)
 
     fused_kernels: ClassVar[dict[tuple[str, str], FusedKernel]] = {
         ("cuda", "group_lasso"): _gpu_group_lasso,

@@ -37,10 +37,15 @@ class DataConfig:
     """Where the images are and how they are cropped (pixel sizes)."""
 
     root: str = "data/imagenet"
+    """Directory holding ``train/<wnid>/*.JPEG`` and ``val/<wnid>/*.JPEG``."""
     train_crop: int = 224
+    """RandomResizedCrop size for training, pixels."""
     val_resize: int = 256
+    """Validation images are resized to this (shorter side), pixels."""
     val_crop: int = 224
+    """Validation centre-crop size, pixels."""
     pin_memory: bool = True
+    """Pinned host memory for the data loader (CUDA only)."""
 
 
 @dataclass
@@ -54,11 +59,16 @@ class Config(TaskConfig):
     batch_size: int = 256
     num_workers: int = 8
     data: DataConfig = field(default_factory=DataConfig)
+    """Where the images are and how they are cropped."""
     model: str = "resnet50"
+    """A ``torchvision.models`` classifier name, or ``timm:<name>`` (randomly initialised)."""
     label_smoothing: float = 0.1
+    """Label smoothing ε of the training loss."""
     drop_last: bool = False
     """Drop the last partial training batch (false: kept, as the authors' loader)."""
     init_cache: str = "results/init"
+    """Directory of the per-seed initial weights, shared by every optimizer at a seed (relative to where
+    ``train.py`` starts)."""
 
 
 def _absolute(path: str) -> Path:

@@ -47,8 +47,12 @@ class DataConfig:
     shipped standard split). ``mel_cache``: directory of cached log-mels ``<id>.pt`` (None: no cache)."""
 
     root: str = "data/LJSpeech-1.1"
+    """The ``LJSpeech-1.1`` directory (``metadata.csv``, ``wavs/``)."""
     filelists: str | None = None
+    """Directory of the three split lists ``ljs_audio_text_{train,val,test}_filelist.txt`` (``null``: the
+    shipped standard split)."""
     mel_cache: str | None = None
+    """Directory of cached log-mels ``<id>.pt`` (``null``: computed in the loader workers every epoch)."""
 
 
 @dataclass
@@ -56,13 +60,21 @@ class AudioConfig:
     """The recipe's audio front end (docs/math.md#the-papers-settings)."""
 
     sample_rate: int = 22050
+    """Sampling rate of the wavs, Hz."""
     n_mels: int = 80
+    """Mel bins."""
     n_fft: int = 1024
+    """FFT size."""
     hop_length: int = 256
+    """Hop between frames, samples."""
     win_length: int = 1024
+    """Window length, samples."""
     f_min: float = 0.0
+    """Lowest mel frequency, Hz."""
     f_max: float = 8000.0
+    """Highest mel frequency, Hz."""
     clamp: float = 1e-5
+    """Log-mel floor: log(max(x, clamp))."""
 
 
 @dataclass
@@ -70,20 +82,35 @@ class ModelConfig:
     """Constructor arguments of ``torchaudio.models.Tacotron2``; the defaults are the NVIDIA model."""
 
     symbol_embedding_dim: int = 512
+    """Text symbol embedding size."""
     encoder_embedding_dim: int = 512
+    """Encoder channels."""
     encoder_n_convolution: int = 3
+    """Encoder conv layers."""
     encoder_kernel_size: int = 5
+    """Encoder conv kernel size."""
     decoder_rnn_dim: int = 1024
+    """Decoder LSTM size."""
     attention_rnn_dim: int = 1024
+    """Attention LSTM size."""
     attention_hidden_dim: int = 128
+    """Attention hidden size."""
     attention_location_n_filter: int = 32
+    """Location-sensitive attention filters."""
     attention_location_kernel_size: int = 31
+    """Location-sensitive attention kernel size."""
     prenet_dim: int = 256
+    """Decoder pre-net size."""
     postnet_n_convolution: int = 5
+    """Post-net conv layers."""
     postnet_kernel_size: int = 5
+    """Post-net conv kernel size."""
     postnet_embedding_dim: int = 512
+    """Post-net channels."""
     decoder_dropout: float = 0.1
+    """Dropout of the decoder LSTM output."""
     attention_dropout: float = 0.1
+    """Dropout of the attention LSTM output."""
 
 
 @dataclass
@@ -97,8 +124,11 @@ class Config(TaskConfig):
     uniform_bn_weight: bool = True
     """BatchNorm scales drawn uniform in [0, 1), as NVIDIA's ``init_bn`` (false: torch's ones)."""
     data: DataConfig = field(default_factory=DataConfig)
+    """Where the clips are, the split and the mel cache."""
     audio: AudioConfig = field(default_factory=AudioConfig)
+    """The log-mel front end."""
     model: ModelConfig = field(default_factory=ModelConfig)
+    """Constructor arguments of ``torchaudio.models.Tacotron2``; the defaults are the NVIDIA model."""
 
 
 # ---------------------------------------------------------------------------------------------- data files

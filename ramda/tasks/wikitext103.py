@@ -75,6 +75,7 @@ class Config(TaskConfig):
 
     name: str = "wikitext103"
     data: DataConfig = field(default_factory=DataConfig)
+    """Where the text comes from and where its encoding is cached."""
     batch_size: int = 64
     eval_batch_size: int = 16
     grad_clip: float = 0.25

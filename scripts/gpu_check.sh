@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# GPU acceptance check: one command, about 8 minutes on one GPU, a Markdown report in OUT_DIR.
+#
+#   bash scripts/gpu_check.sh OUT_DIR [--wheels DIR] [--dry-run]
+#
+# 1. dependencies: the project's pure-Python ones (hydra-core, omegaconf, tqdm, pytest…) are installed from the
+#    wheels in DIR (default: $PIP_FIND_LINKS, then ./wheels) with pip --no-index, never from the network; what
+#    is still missing is listed in the report and the steps that need it are skipped. torch is used as found
+#    (the project is put on PYTHONPATH, not pip-installed, so that pip never touches torch). Prepare DIR on a
+#    machine with an index: pip download --no-deps -d DIR hydra-core omegaconf antlr4-python3-runtime tqdm \
+#    pytest pytest-timeout pluggy iniconfig
+# 2. the CUDA-only tests; 3. the Triton kernels against the plain-torch path over the ResNet50 and Transformer-XL
+#    shapes, every step under torch.cuda.set_sync_debug_mode("error") (scripts/gpu_kernel_check.py);
+# 4. scripts/bench_optim.py --device cuda for both models, and --iteration (bf16 ResNet50, batch 256, RAMDA
+#    against SGD); 5. 30 steps of train.py on each task's fixture on CUDA in the task's preset precision.
+# --dry-run prints the steps (and the dependency check) without running anything or writing OUT_DIR.
+set -uo pipefail
+
+usage="usage: bash scripts/gpu_check.sh OUT_DIR [--wheels DIR] [--dry-run]"
+out="" wheels="${PIP_FIND_LINKS:-}" dry=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --dry-run) dry=1 ;;
+        --wheels)
+            [ $# -ge 2 ] || { echo "error: --wheels needs a directory; $usage" >&2; exit 2; }
+            wheels="$2"; shift ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+        -*) echo "error: unknown option $1; $usage" >&2; exit 2 ;;
+        *)
+            [ -z "$out" ] || { echo "error: one OUT_DIR expected, got '$out' and '$1'; $usage" >&2; exit 2; }
+            out="$1" ;;
+    esac
+    shift
+done
+[ -n "$out" ] || { echo "error: OUT_DIR missing; $usage" >&2; exit 2; }
+if [ "$dry" = 0 ] && [ -e "$out" ] && [ -n "$(ls -A "$out" 2>/dev/null)" ]; then
+    echo "error: $out exists and is not empty; give a new directory (nothing is overwritten)" >&2
+    exit 2
+fi
+[ -n "$wheels" ] || wheels="wheels"
+
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$repo"
+export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}" WANDB_MODE=disabled
+py="${PYTHON:-python}"
+
+# Python module -> distribution, for the project's pure-Python dependencies (and the tests').
+deps="hydra:hydra-core omegaconf:omegaconf antlr4:antlr4-python3-runtime tqdm:tqdm yaml:PyYAML pytest:pytest
+pytest_timeout:pytest-timeout sklearn:scikit-learn numba:numba triton:triton torchvision:torchvision"
+missing_deps() {
+    # One interpreter, no imports: find_spec only looks the modules up.
+    "$py" -c 'import importlib.util as u, sys
+print(" ".join(d for m, d in (a.split(":") for a in sys.argv[1:]) if u.find_spec(m) is None))' $deps
+}
+
+# The steps: name|timeout (s)|command. The budget adds up to under 8 minutes on one H200.
+if grep -q "max_steps" ramda/config.py; then steps30="trainer.max_steps=30"; else
+    steps30="task.max_train_batches=30 trainer.epochs=1"; fi
+fx="$out/fixtures"
+train="$py train.py optimizer=ramda trainer.device=cuda trainer.progress=none $steps30"
+steps=(
+    "CUDA-only tests|60|$py -m pytest -q -rs -p no:cacheprovider tests/test_optim.py -k 'across_devices or never_synchronises'"
+    "Triton kernels against the plain-torch path (sync debug mode error)|90|$py scripts/gpu_kernel_check.py"
+    "bench_optim --device cuda --model resnet50|60|$py scripts/bench_optim.py --device cuda --model resnet50 --steps 9"
+    "bench_optim --device cuda --model txl|70|$py scripts/bench_optim.py --device cuda --model txl --steps 7"
+    "bench_optim --iteration: bf16 ResNet50, batch 256, RAMDA against SGD|60|$py scripts/bench_optim.py --device cuda --model resnet50 --iteration --batch 256 --amp bf16 --channels-last --only RAMDA --steps 9"
+    "fixtures|30|for t in imagenet wikitext103 ljspeech; do $py scripts/make_fixtures.py \$t $fx || exit 1; done"
+    "train.py task=imagenet, 30 steps|40|$train task=imagenet task.data.root=$fx/imagenet hydra.run.dir=$out/runs/imagenet"
+    "train.py task=wikitext103, 30 steps|40|$train task=wikitext103 task.data.root=$fx/wikitext-103 task.data.cache_dir=$out/cache hydra.run.dir=$out/runs/wikitext103"
+    "train.py task=ljspeech, 30 steps|40|$train task=ljspeech task.data.root=$fx/LJSpeech-1.1 task.data.filelists=$fx/filelists hydra.run.dir=$out/runs/ljspeech"
+)
+# What each step needs besides torch (train.py: hydra and omegaconf; the speech task: its extras).
+needs() {
+    case "$1" in
+        CUDA*) echo "pytest pytest-timeout triton" ;;
+        Triton*) echo "triton torchvision" ;;
+        bench*) echo "torchvision numba" ;;
+        "train.py task=ljspeech"*) echo "hydra-core omegaconf antlr4-python3-runtime torchaudio soundfile unidecode inflect" ;;
+        train*) echo "hydra-core omegaconf antlr4-python3-runtime" ;;
+        *) echo "" ;;
+    esac
+}
+
+if [ "$dry" = 1 ]; then
+    echo "dry run: would write $out/report.md"
+    echo "dependencies: pip install --no-index --find-links $wheels (only what is missing): $(missing_deps)"
+    for s in "${steps[@]}"; do
+        IFS='|' read -r name limit cmd <<<"$s"
+        echo "step: $name (at most ${limit}s): $cmd"
+    done
+    echo "shapes of the kernel check: $py scripts/gpu_kernel_check.py --list"
+    exit 0
+fi
+
+"$py" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" || {
+    echo "error: no CUDA device visible to torch; this script checks the GPU path (see --dry-run)" >&2; exit 2; }
+mkdir -p "$out"
+report="$out/report.md"
+start_all=$(date +%s)
+{
+    echo "# GPU check ($(date -u +%Y-%m-%dT%H:%MZ))"
+    echo
+    echo "Machine: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -1)"
+    echo "torch $("$py" -c 'import torch; print(torch.__version__, "CUDA", torch.version.cuda)'),"\
+         "triton $("$py" -c 'import triton; print(triton.__version__)' 2>/dev/null || echo missing),"\
+         "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    echo
+} >"$report"
+
+need_install="$(missing_deps)"
+if [ -n "$need_install" ] && [ -d "$wheels" ]; then
+    # shellcheck disable=SC2086
+    "$py" -m pip install --no-index --find-links "$wheels" $need_install >"$out/pip.log" 2>&1 || true
+fi
+still="$(missing_deps)"
+{
+    echo "## Dependencies"
+    echo
+    echo "Missing before: ${need_install:-none}. Wheels from: $wheels. Still missing: ${still:-none}."
+    echo
+} >>"$report"
+
+failed=0
+for s in "${steps[@]}"; do
+    IFS='|' read -r name limit cmd <<<"$s"
+    lacking=""
+    for d in $(needs "$name"); do
+        case " $still " in *" $d "*) lacking="$lacking $d" ;; esac
+        case "$d" in torchaudio|soundfile|unidecode|inflect)
+            [ -n "$(deps="$d:$d" missing_deps)" ] && lacking="$lacking $d" ;; esac
+    done
+    echo "## $name" >>"$report"
+    echo >>"$report"
+    if [ -n "$lacking" ]; then
+        echo "SKIPPED: missing$lacking" | tee -a "$report"
+        echo >>"$report"
+        failed=1
+        continue
+    fi
+    echo "== $name"
+    t0=$(date +%s)
+    timeout "$limit" bash -c "$cmd" >"$out/step.log" 2>&1
+    rc=$?
+    dt=$(( $(date +%s) - t0 ))
+    [ $rc = 0 ] || failed=1
+    status="ok"; [ $rc = 0 ] || status="FAILED (exit $rc$([ $rc = 124 ] && echo ', time limit'))"
+    {
+        echo "\`$cmd\` — $status, ${dt}s"
+        echo
+        if [[ "$name" == bench* || "$name" == Triton* ]]; then
+            grep -E '^\||^[a-z0-9]+, |rows' "$out/step.log" || true
+            [ $rc = 0 ] || { echo; echo '```'; tail -n 30 "$out/step.log"; echo '```'; }
+        else
+            echo '```'
+            tail -n 15 "$out/step.log"
+            echo '```'
+        fi
+        echo
+    } >>"$report"
+    cat "$out/step.log" >>"$out/all.log"
+done
+rm -f "$out/step.log"
+echo "Total: $(( $(date +%s) - start_all ))s." >>"$report"
+echo "report: $report"
+exit $failed
