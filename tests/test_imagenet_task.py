@@ -146,7 +146,8 @@ def test_the_last_partial_batch_is_kept_unless_drop_last(root: Path, init_dir: P
     sizes = [len(y) for _, y in kept.train_batches(0)]
     assert sizes == [10] * 7 + [N_TRAIN - 70] and kept.num_train_batches() == 8
     dropped = ImageNetTask(
-        small_cfg(root, init_dir, batch_size=10, drop_last=True), RunEnv(device=CPU, seed=1)
+        dataclasses.replace(small_cfg(root, init_dir), batch_size=10, drop_last=True),
+        RunEnv(device=CPU, seed=1),
     )
     assert [len(y) for _, y in dropped.train_batches(0)] == [10] * 7 and dropped.num_train_batches() == 7
 

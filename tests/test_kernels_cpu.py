@@ -361,10 +361,12 @@ def test_ramda_kernel_solves_the_subproblem_across_chunks(shape, monkeypatch):
         (ProxSGD, dict(lr=0.1, momentum=0.3), 0.02),
     ],
 )
-def test_parallel_chunks_do_not_depend_on_the_thread_count(cls, kw, lam):
-    """Tensors large enough for the parallel kernels (several chunks per thread), stepped on 1 and 2 threads."""
+def test_parallel_chunks_do_not_depend_on_the_thread_count(cls, kw, lam, monkeypatch):
+    """Tensors large enough for the parallel kernels, cut into many chunks, stepped on 1 and 2 threads."""
     from ramda.kernels import cpu
 
+    monkeypatch.setattr(cpu, "CHUNK", 4096)
+    monkeypatch.setattr(cpu, "PLAIN_CHUNK", 4096)
     threads = torch.get_num_threads()
     outs = []
     for n in (1, 2):
