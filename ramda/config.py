@@ -58,6 +58,8 @@ class RMDAConfig(OptimizerConfig):
     lr: float = 1.0
     momentum: float = 0.1
     """c ∈ (0, 1]: W ← (1 − c)·W + c·W̃; raised to 1 by the momentum schedule."""
+    fused: bool | None = None
+    """Fused kernels, as for ``optimizer=ramda``."""
 
 
 @dataclass
@@ -66,6 +68,8 @@ class ProxSGDConfig(OptimizerConfig):
     lr: float = 0.1
     momentum: float = 0.1
     """c ∈ (0, 1]: m ← (1 − c)·m + c·g."""
+    fused: bool | None = None
+    """Fused kernels, as for ``optimizer=ramda``."""
 
 
 @dataclass
@@ -166,6 +170,7 @@ def register_optimizer(spec: OptimizerSpec) -> OptimizerSpec:
     keys = {f.name for f in fields(spec.config)}
     needed = {"name", "lr"} | ({"momentum"} if spec.momentum else set())
     needed |= set(SOLVER_KEYS) if spec.solver else set()
+    needed |= {"fused"} if spec.fused else set()
     problems = [f"config {spec.config.__name__} lacks '{k}'" for k in sorted(needed - keys)]
     if spec.momentum not in MOMENTUM_MEANINGS:
         problems.append(f"momentum must be one of {MOMENTUM_MEANINGS}, got '{spec.momentum}'")
