@@ -184,6 +184,17 @@ class RegularizedOptimizer(Optimizer):
             torch.autograd.graph.increment_version([t for ts in tensors for t in ts if t is not ts[1]])
         return rest
 
+    def _cpu_step(self, group: dict[str, Any], states: list[dict], data: Any, grouped: bool) -> Any:
+        """One numba call over the group's CPU tensors ``data``: the group-LASSO kernel when ``grouped``, else the
+        unregularised one; returns the Newton iterations per tensor where the kernel reports them."""
+        raise NotImplementedError
+
+    def _cpu_group_lasso(self, group: dict[str, Any], states: list[dict], data: Any) -> Any:
+        return self._cpu_step(group, states, data, True)
+
+    def _cpu_plain(self, group: dict[str, Any], states: list[dict], data: Any) -> None:
+        self._cpu_step(group, states, data, False)
+
     def _state_of(self, state: dict[str, Any]) -> list[Tensor]:
         return [state[name] for name in self.fused_state]
 

@@ -77,16 +77,10 @@ class ProxGen(RegularizedOptimizer):
         workspace, threads = self._cpu_workspace(), self._cpu_threads()
         return cpu.run(cpu.PROXGEN, tensors, shapes, grouped, scalars, workspace, threads)
 
-    def _cpu_group_lasso(self, group: dict[str, Any], states: list[dict], data: Any) -> Any:
-        return self._cpu_step(group, states, data, True)
-
-    def _cpu_plain(self, group: dict[str, Any], states: list[dict], data: Any) -> None:
-        self._cpu_step(group, states, data, False)
-
     fused_kernels: ClassVar[dict[tuple[str, str], FusedKernel]] = {
         ("cuda", "group_lasso"): _gpu_group_lasso,
-        ("cpu", "group_lasso"): _cpu_group_lasso,
-        ("cpu", PLAIN): _cpu_plain,
+        ("cpu", "group_lasso"): RegularizedOptimizer._cpu_group_lasso,
+        ("cpu", PLAIN): RegularizedOptimizer._cpu_plain,
     }
     fused_state = ("exp_avg", "exp_avg_sq")
 

@@ -46,15 +46,9 @@ class RMDA(RegularizedOptimizer):
             scalars.append((group["lr"] * beta, 1.0 / beta, c, group["momentum"]))
         cpu.run(cpu.RMDA, tensors, shapes, grouped, scalars, self._cpu_workspace(), self._cpu_threads())
 
-    def _cpu_group_lasso(self, group: dict[str, Any], states: list[dict], data: Any) -> None:
-        self._cpu_step(group, states, data, True)
-
-    def _cpu_plain(self, group: dict[str, Any], states: list[dict], data: Any) -> None:
-        self._cpu_step(group, states, data, False)
-
     fused_kernels: ClassVar[dict[tuple[str, str], FusedKernel]] = {
-        ("cpu", "group_lasso"): _cpu_group_lasso,
-        ("cpu", PLAIN): _cpu_plain,
+        ("cpu", "group_lasso"): RegularizedOptimizer._cpu_group_lasso,
+        ("cpu", PLAIN): RegularizedOptimizer._cpu_plain,
     }
     fused_state = ("v", "w0")
 
