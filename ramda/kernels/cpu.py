@@ -104,6 +104,29 @@ def _lerp(w, z, mix):
 
 
 @njit(inline="always", cache=True, error_model="numpy")
+def _ramda_entry(i, g, v, u, s, eps):
+    """RAMDA's state update of entry i in place, V += s·g and U += s·g²; returns V and P = ∛U + ε."""
+    gi = g[i]
+    vi = v[i] + s * gi
+    ui = u[i] + s * gi * gi
+    v[i] = vi
+    u[i] = ui
+    return vi, np.float32(_cbrt(ui)) + eps
+
+
+@njit(inline="always", cache=True, error_model="numpy")
+def _adam_entry(i, g, m1, m2, w1, beta2, w2, bias2_sqrt, eps):
+    """Adam's moments of entry i in place, m ← m + w₁(g − m) and v ← β₂v + (1 − β₂)g²; returns m and the
+    denominator P = √v / √(1 − β₂ᵗ) + ε."""
+    gi = g[i]
+    mi = _lerp(m1[i], gi, w1)
+    vi = m2[i] * beta2 + w2 * (gi * gi)
+    m1[i] = mi
+    m2[i] = vi
+    return mi, np.sqrt(vi) / bias2_sqrt + eps
+
+
+@njit(inline="always", cache=True, error_model="numpy")
 def _group_add(x, m, k_size, acc):
     """acc[j] += Σ_k x[j·k_size + k] for the m groups of one row span."""
     if k_size == _U(1):
@@ -229,12 +252,7 @@ def _ramda_chunk(ptrs, scal, t, n_out, n_in, k_size, j0, m, grouped, P, B, tol, 
     L = m * k_size
     if not grouped:
         for i in range(j0, j0 + m):
-            gi = g[i]
-            vi = v[i] + s * gi
-            ui = u[i] + s * gi * gi
-            v[i] = vi
-            u[i] = ui
-            p = np.float32(_cbrt(ui)) + eps
+            vi, p = _ramda_entry(i, g, v, u, s, eps)
             w[i] = _lerp(w[i], w0[i] - vi / p, mix)
         return 0
     bsq, pmax, tmp = np.zeros(m), np.zeros(m, np.float32), np.empty(L)
@@ -243,12 +261,7 @@ def _ramda_chunk(ptrs, scal, t, n_out, n_in, k_size, j0, m, grouped, P, B, tol, 
         q = o * L
         for e in range(L):
             i = base + e
-            gi = g[i]
-            vi = v[i] + s * gi
-            ui = u[i] + s * gi * gi
-            v[i] = vi
-            u[i] = ui
-            p = np.float32(_cbrt(ui)) + eps
+            vi, p = _ramda_entry(i, g, v, u, s, eps)
             b = p * w0[i] - vi
             P[q + e] = p
             B[q + e] = b
@@ -273,12 +286,8 @@ def _proxgen_chunk(ptrs, scal, t, n_out, n_in, k_size, j0, m, grouped, P, B, tol
     L = m * k_size
     if not grouped:
         for i in range(j0, j0 + m):
-            gi = g[i]
-            mi = _lerp(m1[i], gi, w1)
-            vi = m2[i] * beta2 + w2 * (gi * gi)
-            m1[i] = mi
-            m2[i] = vi
-            w[i] = w[i] - step_size * (mi / (np.sqrt(vi) / bias2_sqrt + eps))
+            mi, p = _adam_entry(i, g, m1, m2, w1, beta2, w2, bias2_sqrt, eps)
+            w[i] = w[i] - step_size * (mi / p)
         return 0
     bsq, pmax, tmp = np.zeros(m), np.zeros(m, np.float32), np.empty(L)
     for o in range(n_out):
@@ -286,12 +295,7 @@ def _proxgen_chunk(ptrs, scal, t, n_out, n_in, k_size, j0, m, grouped, P, B, tol
         q = o * L
         for e in range(L):
             i = base + e
-            gi = g[i]
-            mi = _lerp(m1[i], gi, w1)
-            vi = m2[i] * beta2 + w2 * (gi * gi)
-            m1[i] = mi
-            m2[i] = vi
-            p = np.sqrt(vi) / bias2_sqrt + eps
+            mi, p = _adam_entry(i, g, m1, m2, w1, beta2, w2, bias2_sqrt, eps)
             b = p * w[i] - mi * step_size
             P[q + e] = p
             B[q + e] = b
