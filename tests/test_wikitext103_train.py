@@ -102,16 +102,20 @@ def test_step_counted_run_survives_sigkill_mid_epoch_with_its_memory(tmp_path: P
     the step-counted schedules all continue where they were."""
     data = make("wikitext103", tmp_path / "fx")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+
+    def train_to_end(run_dir: Path) -> None:
+        proc = subprocess.run(
+            _tiny_cmd(data, tmp_path / "cache", run_dir),
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+
     base = tmp_path / "base"
-    proc = subprocess.run(
-        _tiny_cmd(data, tmp_path / "cache", base),
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    train_to_end(base)
     rows = _rows(base)
     assert [(r["epoch"], r["step"]) for r in rows] == [(1, 8), (2, 16), (3, 24)]
     lrs = [r["lr"] for r in rows]
@@ -133,15 +137,7 @@ def test_step_counted_run_survives_sigkill_mid_epoch_with_its_memory(tmp_path: P
     assert killed.returncode == -signal.SIGKILL
     saved = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
     assert saved["global_step"] in (15, 16) and saved["task_ranks"][0]["mems"] is not None
-    proc = subprocess.run(
-        _tiny_cmd(data, tmp_path / "cache", run),
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    train_to_end(run)
     assert _rows(run) == rows
     final = [torch.load(d / "checkpoint.pt", map_location="cpu", weights_only=True) for d in (base, run)]
     for key, value in final[0]["model"].items():
