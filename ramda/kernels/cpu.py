@@ -18,8 +18,9 @@ RMDA and ProxSGD have closed-form proxes: step 1 writes Y (RMDA: V += s·G, Y = 
 chunk's state and W are read and written once per step, and only the chunk's scratch is read again.
 Tensors without a structure term take the same passes without the group sums, in chunks of ``PLAIN_CHUNK``.
 
-Sums run over the rows and then over k_size in a fixed order, per chunk, and chunks depend on the tensor's shape
-alone; threads take whole chunks, so the result does not depend on the number of threads. The cube root is
+Group sums are float64 and run in a fixed order: per column of the chunk (an entry position in the row span) over
+the rows, in a loop of their own that LLVM vectorises, then over k_size. Chunks depend on the tensor's shape alone
+and threads take whole chunks, so the result does not depend on the number of threads. The cube root is
 correctly rounded to float32 (division-free Newton on x^{-1/3}, two steps in float32 and two in float64).
 """
 
@@ -42,8 +43,9 @@ _TOL = newton.tolerance(torch.float32)
 # Indices are unsigned throughout: numba's wrap-around handling of signed indices stops LLVM vectorising.
 
 #: Target entries of a group-LASSO chunk (its P and b scratch: 16 MB, within a large L3 cache). Chunks small
-#: enough for a 2 MB L2 were measured slower on the 2-core Xeon of docs/benchmarks.md: their row spans m·k_size
-#: get short (a few hundred floats), and the per-span loop overheads cost more than the cache misses they save.
+#: enough for a 2 MB L2 were measured slower on the 2-core Xeon of docs/benchmarks.md (RAMDA on ResNet50: 3×
+#: slower at 64 K entries): their row spans m·k_size get short (32 floats for a 2048-row weight), so the state
+#: streams are read a few cache lines at a time, which the hardware prefetchers do not follow.
 CHUNK = 1 << 21
 #: A chunk's row span m·k_size is a multiple of this where the tensor allows (no scalar loop remainders).
 LANES = 16
@@ -127,41 +129,52 @@ def _adam_entry(i, g, m1, m2, w1, beta2, w2, bias2_sqrt, eps):
 
 
 @njit(inline="always", cache=True, error_model="numpy")
-def _group_add(x, m, k_size, acc):
-    """acc[j] += Σ_k x[j·k_size + k] for the m groups of one row span."""
-    if k_size == _U(1):
-        for jj in range(m):
-            acc[jj] += x[jj]
-    else:
-        for jj in range(m):
-            a = 0.0
-            for k in range(k_size):
-                a += x[jj * k_size + k]
-            acc[jj] += a
+def _add_squares(y, q, L, sq):
+    """sq[e] += y[q + e]² (float64) for a row span of L entries: its share of the per-column sums. A loop of its
+    own: with the state streams in the same loop, LLVM would need more runtime alias checks than it makes, and
+    would not vectorise."""
+    for e in range(L):
+        sq[e] += np.float64(y[q + e]) * y[q + e]
 
 
 @njit(inline="always", cache=True, error_model="numpy")
-def _group_max(P, base, m, k_size, acc):
-    if k_size == _U(1):
-        for jj in range(m):
-            acc[jj] = max(acc[jj], P[base + jj])
-    else:
-        for jj in range(m):
-            a = acc[jj]
-            for k in range(k_size):
-                a = max(a, P[base + jj * k_size + k])
-            acc[jj] = a
+def _add_max(x, q, L, top):
+    """top[e] = max(top[e], x[q + e]) for a row span of L entries (the per-column maxima)."""
+    for e in range(L):
+        top[e] = max(top[e], x[q + e])
+
+
+@njit(inline="always", cache=True, error_model="numpy")
+def _group_sums(col, m, k_size):
+    """Σ_k col[j·k_size + k] for the m groups of a row span (the per-column sums over the rows, then over k)."""
+    out = np.zeros(m)
+    for jj in range(m):
+        a = 0.0
+        for k in range(k_size):
+            a += col[jj * k_size + k]
+        out[jj] = a
+    return out
+
+
+@njit(inline="always", cache=True, error_model="numpy")
+def _broadcast(x, m, k_size, out):
+    """out[j·k_size + k] = float32(x[j]) for the m groups of a row span."""
+    for jj in range(m):
+        r = np.float32(x[jj])
+        for k in range(k_size):
+            out[jj * k_size + k] = r
 
 
 @njit(cache=True, error_model="numpy")
-def _newton_write(w, P, B, n_out, n_in, k_size, j0, m, bsq, pmax, c, mix, tol, max_newton):
+def _newton_write(w, P, B, n_out, n_in, k_size, j0, m, col_bsq, col_pmax, c, mix, tol, max_newton):
     """Steps 2 and 3 of the module docstring for the chunk's groups j0 … j0+m−1 (P, B: its scratch, row-major
-    ``[n_out, m·k_size]``); returns the Newton steps taken."""
+    ``[n_out, m·k_size]``; col_bsq, col_pmax: per-column ‖b‖² and max P over the rows); returns the Newton steps."""
     L = m * k_size
     cf = np.float32(c)
-    tmp = np.empty(L)
-    tmp2 = np.empty(L)
+    col_f = np.empty(L)
+    col_s = np.empty(L)
     rho_e = np.empty(L, np.float32)
+    bsq = _group_sums(col_bsq, m, k_size)
     rho = np.zeros(m)
     f2 = np.zeros(m)
     s3 = np.zeros(m)
@@ -170,19 +183,18 @@ def _newton_write(w, P, B, n_out, n_in, k_size, j0, m, bsq, pmax, c, mix, tol, m
     for jj in range(m):
         bn = np.sqrt(bsq[jj])
         if bn > c:
+            pmax = np.float32(0.0)
+            for k in range(k_size):
+                pmax = max(pmax, col_pmax[jj * k_size + k])
             active[jj] = True
-            rho[jj] = (bn - c) / pmax[jj]
+            rho[jj] = (bn - c) / pmax
             lo, hi = min(lo, _U(jj)), _U(jj) + _U(1)
     it = 0
     while lo < hi:
-        for jj in range(lo, hi):
-            r = np.float32(rho[jj])
-            for k in range(k_size):
-                rho_e[jj * k_size + k] = r
-        span = hi - lo
+        _broadcast(rho[lo:hi], hi - lo, k_size, rho_e[lo * k_size :])
         e0, e1 = lo * k_size, hi * k_size
-        f2[lo:hi] = 0.0
-        s3[lo:hi] = 0.0
+        col_f[e0:e1] = 0.0
+        col_s[e0:e1] = 0.0
         for o in range(n_out):
             q = o * L
             for e in range(e0, e1):
@@ -190,10 +202,10 @@ def _newton_write(w, P, B, n_out, n_in, k_size, j0, m, bsq, pmax, c, mix, tol, m
                 inv = np.float32(1.0) / (p * rho_e[e] + cf)
                 x = B[q + e] * inv
                 x = x * x
-                tmp[e - e0] = x
-                tmp2[e - e0] = x * p * inv
-            _group_add(tmp, span, k_size, f2[lo:hi])
-            _group_add(tmp2, span, k_size, s3[lo:hi])
+                col_f[e] += x
+                col_s[e] += x * p * inv
+        f2[lo:hi] = _group_sums(col_f[e0:e1], hi - lo, k_size)
+        s3[lo:hi] = _group_sums(col_s[e0:e1], hi - lo, k_size)
         more_lo, more_hi = m, _U(0)
         for jj in range(lo, hi):
             if active[jj]:
@@ -211,10 +223,7 @@ def _newton_write(w, P, B, n_out, n_in, k_size, j0, m, bsq, pmax, c, mix, tol, m
                 f = f2[jj]
                 rho[jj] = max(rho[jj] + f * f * (f - 1.0) / s3[jj], 0.0)
         lo, hi = more_lo, more_hi
-    for jj in range(m):
-        r = np.float32(rho[jj])
-        for k in range(k_size):
-            rho_e[jj * k_size + k] = r
+    _broadcast(rho, m, k_size, rho_e)
     for o in range(n_out):
         base = (o * n_in + j0) * k_size
         q = o * L
@@ -226,15 +235,16 @@ def _newton_write(w, P, B, n_out, n_in, k_size, j0, m, bsq, pmax, c, mix, tol, m
 
 
 @njit(cache=True, error_model="numpy")
-def _prox_write(w, Y, n_out, n_in, k_size, j0, m, ysq, c, mix):
-    """W ← mix(W, Y_g·max(0, ‖Y_g‖ − c)/‖Y_g‖) for the chunk's groups (Y: scratch, ``[n_out, m·k_size]``)."""
+def _prox_write(w, Y, n_out, n_in, k_size, j0, m, col_ysq, c, mix):
+    """W ← mix(W, Y_g·max(0, ‖Y_g‖ − c)/‖Y_g‖) for the chunk's groups (Y: scratch, ``[n_out, m·k_size]``;
+    col_ysq: per-column ‖Y‖² over the rows)."""
     L = m * k_size
-    scale = np.empty(L, np.float32)
+    ysq = _group_sums(col_ysq, m, k_size)
     for jj in range(m):
         shrunk = max(np.sqrt(ysq[jj]) - c, 0.0)
-        sc = np.float32(shrunk / (shrunk + c)) if c > 0.0 else np.float32(1.0)
-        for k in range(k_size):
-            scale[jj * k_size + k] = sc
+        ysq[jj] = shrunk / (shrunk + c) if c > 0.0 else 1.0
+    scale = np.empty(L, np.float32)
+    _broadcast(ysq, m, k_size, scale)
     for o in range(n_out):
         base = (o * n_in + j0) * k_size
         q = o * L
@@ -249,26 +259,22 @@ def _ramda_chunk(ptrs, scal, t, n_out, n_in, k_size, j0, m, grouped, P, B, tol, 
     w, g, v, u, w0 = (_stream(ptrs, t, 0, n), _stream(ptrs, t, 1, n), _stream(ptrs, t, 2, n),
                       _stream(ptrs, t, 3, n), _stream(ptrs, t, 4, n))  # fmt: skip
     s, eps, c, mix = np.float32(scal[t, 0]), np.float32(scal[t, 1]), scal[t, 2], np.float32(scal[t, 3])
-    L = m * k_size
     if not grouped:
         for i in range(j0, j0 + m):
             vi, p = _ramda_entry(i, g, v, u, s, eps)
             w[i] = _lerp(w[i], w0[i] - vi / p, mix)
         return 0
-    bsq, pmax, tmp = np.zeros(m), np.zeros(m, np.float32), np.empty(L)
+    L = m * k_size
+    col_bsq, col_pmax = np.zeros(L), np.zeros(L, np.float32)
     for o in range(n_out):
-        base = (o * n_in + j0) * k_size
-        q = o * L
+        base, q = (o * n_in + j0) * k_size, o * L
         for e in range(L):
-            i = base + e
-            vi, p = _ramda_entry(i, g, v, u, s, eps)
-            b = p * w0[i] - vi
+            vi, p = _ramda_entry(base + e, g, v, u, s, eps)
             P[q + e] = p
-            B[q + e] = b
-            tmp[e] = np.float64(b) * b
-        _group_add(tmp, m, k_size, bsq)
-        _group_max(P, q, m, k_size, pmax)
-    return _newton_write(w, P, B, n_out, n_in, k_size, j0, m, bsq, pmax, c, mix, tol, max_newton)
+            B[q + e] = p * w0[base + e] - vi
+        _add_squares(B, q, L, col_bsq)
+        _add_max(P, q, L, col_pmax)
+    return _newton_write(w, P, B, n_out, n_in, k_size, j0, m, col_bsq, col_pmax, c, mix, tol, max_newton)
 
 
 @njit(cache=True, error_model="numpy")
@@ -282,27 +288,25 @@ def _proxgen_chunk(ptrs, scal, t, n_out, n_in, k_size, j0, m, grouped, P, B, tol
     )
     w1, beta2, w2 = np.float32(1.0 - scal[t, 0]), np.float32(scal[t, 1]), np.float32(1.0 - scal[t, 1])
     bias2_sqrt, step_size, eps = np.float32(scal[t, 2]), np.float32(scal[t, 3]), np.float32(scal[t, 4])
-    c = scal[t, 5]
-    L = m * k_size
     if not grouped:
         for i in range(j0, j0 + m):
             mi, p = _adam_entry(i, g, m1, m2, w1, beta2, w2, bias2_sqrt, eps)
             w[i] = w[i] - step_size * (mi / p)
         return 0
-    bsq, pmax, tmp = np.zeros(m), np.zeros(m, np.float32), np.empty(L)
+    L = m * k_size
+    col_bsq, col_pmax = np.zeros(L), np.zeros(L, np.float32)
     for o in range(n_out):
-        base = (o * n_in + j0) * k_size
-        q = o * L
+        base, q = (o * n_in + j0) * k_size, o * L
         for e in range(L):
-            i = base + e
-            mi, p = _adam_entry(i, g, m1, m2, w1, beta2, w2, bias2_sqrt, eps)
-            b = p * w[i] - mi * step_size
+            mi, p = _adam_entry(base + e, g, m1, m2, w1, beta2, w2, bias2_sqrt, eps)
             P[q + e] = p
-            B[q + e] = b
-            tmp[e] = np.float64(b) * b
-        _group_add(tmp, m, k_size, bsq)
-        _group_max(P, q, m, k_size, pmax)
-    return _newton_write(w, P, B, n_out, n_in, k_size, j0, m, bsq, pmax, c, np.float32(1.0), tol, max_newton)
+            B[q + e] = p * w[base + e] - mi * step_size
+        _add_squares(B, q, L, col_bsq)
+        _add_max(P, q, L, col_pmax)
+    one = np.float32(1.0)
+    return _newton_write(
+        w, P, B, n_out, n_in, k_size, j0, m, col_bsq, col_pmax, scal[t, 5], one, tol, max_newton
+    )
 
 
 @njit(cache=True, error_model="numpy")
@@ -315,58 +319,47 @@ def _rmda_chunk(ptrs, scal, t, n_out, n_in, k_size, j0, m, grouped, Y):
         _stream(ptrs, t, 3, n),
     )
     s, inv_beta, c, mix = np.float32(scal[t, 0]), np.float32(scal[t, 1]), scal[t, 2], np.float32(scal[t, 3])
-    L = m * k_size
     if not grouped:
         for i in range(j0, j0 + m):
             vi = v[i] + s * g[i]
             v[i] = vi
             w[i] = _lerp(w[i], w0[i] - inv_beta * vi, mix)
         return
-    ysq, tmp = np.zeros(m), np.empty(L)
+    L = m * k_size
+    col_ysq = np.zeros(L)
     for o in range(n_out):
-        base = (o * n_in + j0) * k_size
-        q = o * L
+        base, q = (o * n_in + j0) * k_size, o * L
         for e in range(L):
             i = base + e
             vi = v[i] + s * g[i]
             v[i] = vi
-            y = w0[i] - inv_beta * vi
-            Y[q + e] = y
-            tmp[e] = np.float64(y) * y
-        _group_add(tmp, m, k_size, ysq)
-    _prox_write(w, Y, n_out, n_in, k_size, j0, m, ysq, c, mix)
+            Y[q + e] = w0[i] - inv_beta * vi
+        _add_squares(Y, q, L, col_ysq)
+    _prox_write(w, Y, n_out, n_in, k_size, j0, m, col_ysq, c, mix)
 
 
 @njit(cache=True, error_model="numpy")
 def _proxsgd_chunk(ptrs, scal, t, n_out, n_in, k_size, j0, m, grouped, Y):
     n = n_out * n_in * k_size
     w, g, buf = _stream(ptrs, t, 0, n), _stream(ptrs, t, 1, n), _stream(ptrs, t, 2, n)
-    keep, mom, lr, c = (
-        np.float32(1.0 - scal[t, 0]),
-        np.float32(scal[t, 0]),
-        np.float32(scal[t, 1]),
-        scal[t, 2],
-    )
-    L = m * k_size
+    keep, mom, lr = np.float32(1.0 - scal[t, 0]), np.float32(scal[t, 0]), np.float32(scal[t, 1])
     if not grouped:
         for i in range(j0, j0 + m):
             bi = buf[i] * keep + mom * g[i]
             buf[i] = bi
             w[i] = w[i] - lr * bi
         return
-    ysq, tmp = np.zeros(m), np.empty(L)
+    L = m * k_size
+    col_ysq = np.zeros(L)
     for o in range(n_out):
-        base = (o * n_in + j0) * k_size
-        q = o * L
+        base, q = (o * n_in + j0) * k_size, o * L
         for e in range(L):
             i = base + e
             bi = buf[i] * keep + mom * g[i]
             buf[i] = bi
-            y = w[i] - lr * bi
-            Y[q + e] = y
-            tmp[e] = np.float64(y) * y
-        _group_add(tmp, m, k_size, ysq)
-    _prox_write(w, Y, n_out, n_in, k_size, j0, m, ysq, c, np.float32(1.0))
+            Y[q + e] = w[i] - lr * bi
+        _add_squares(Y, q, L, col_ysq)
+    _prox_write(w, Y, n_out, n_in, k_size, j0, m, col_ysq, scal[t, 2], np.float32(1.0))
 
 
 @njit(cache=True, error_model="numpy")
