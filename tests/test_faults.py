@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 import torch
 
+from tests.helpers import imagenet_smoke
+
 ROOT = Path(__file__).resolve().parents[1]
 TIME_KEYS = ("time_per_epoch", "time_total")
 # Fused RAMDA with group LASSO: the kernels whose first call used to change torch's thread count.
@@ -486,17 +488,7 @@ def test_a_truncated_jpeg_stops_the_run_with_one_line_and_keeps_the_epoch(tmp_pa
         run_dir,
         "task=imagenet",
         "task.model=resnet18",
-        f"task.data.root={root}",
-        f"task.init_cache={tmp_path / 'init'}",
-        "task.batch_size=8",
-        "task.num_workers=1",
-        "task.max_train_batches=1",
-        "task.data.train_crop=32",
-        "task.data.val_resize=40",
-        "task.data.val_crop=32",
-        "trainer.device=cpu",
-        "trainer.precision=fp32",
-        "trainer.threads=1",
+        *imagenet_smoke(root, tmp_path / "init"),
         "trainer.epochs=1",
         "trainer.milestones=[]",
         "optimizer=msgd",
