@@ -65,15 +65,22 @@ class Row:
         return done if not extra else f"{done} seeds, " + ", ".join(extra)
 
 
-@dataclass
-class Table:
-    """One generated table: its definition, one row per optimizer, warnings, and the figure once drawn."""
+@dataclass(kw_only=True)
+class Generated:
+    """One table or frontier as the CLI writes it: its name, the definition whose labels it shows, warnings,
+    and its figure once drawn."""
 
     name: str
     experiment: Experiment
-    rows: list[Row]
     warnings: list[str]
     figure: Path | None = None
+
+
+@dataclass(kw_only=True)
+class Table(Generated):
+    """One generated table: one row per optimizer."""
+
+    rows: list[Row]
 
 
 def _adhoc_experiment(name: str, records: Sequence[RunRecord]) -> Experiment:

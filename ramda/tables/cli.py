@@ -28,7 +28,7 @@ from typing import Any
 from ramda.files import atomic_write
 
 from . import frontier as fr
-from .aggregate import Table, build_table, groups, table_names
+from .aggregate import Generated, Table, build_table, groups, table_names
 from .experiments import names as experiment_names
 from .plots import plot
 from .records import RunRecord, TablesError, load_local, load_wandb
@@ -55,7 +55,11 @@ FRONTIER_FORMATS: Formats = {".md": fr.to_markdown, ".csv": fr.to_csv}
 
 
 def _write_outputs(
-    item: Any, formats: Formats, draw: Callable[[Any, Path], bool], out: Path | None, figures: Path | None
+    item: Generated,
+    formats: Formats,
+    draw: Callable[[Any, Path], bool],
+    out: Path | None,
+    figures: Path | None,
 ) -> None:
     """Write a table or frontier ``item`` as ``<name><suffix>`` under ``out`` in each of ``formats`` and its
     figure ``<name>.png`` under ``figures`` with ``draw`` (``None``: not written); sets ``item.figure``."""

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .aggregate import Cell, _adhoc_experiment, _defined, _pick, percent
-from .experiments import Experiment, display_name, order_key
+from .aggregate import Cell, Generated, _adhoc_experiment, _defined, _pick, percent
+from .experiments import display_name, order_key
 from .plots import save_png
 from .records import RunRecord
 
@@ -41,13 +41,11 @@ class Point:
     speedup: Cell | None
 
 
-@dataclass
-class Frontier:
-    name: str
-    experiment: Experiment
+@dataclass(kw_only=True)
+class Frontier(Generated):
+    """One generated frontier: a point per (optimizer, λ)."""
+
     points: list[Point]
-    warnings: list[str]
-    figure: Path | None = None
 
 
 def build_frontier(name: str, records: Sequence[RunRecord]) -> Frontier:
@@ -82,7 +80,7 @@ def build_frontier(name: str, records: Sequence[RunRecord]) -> Frontier:
                 speedup=Cell.of([r.speedup for r in done]),
             )
         )
-    return Frontier(name, exp, points, warnings)
+    return Frontier(name=name, experiment=exp, points=points, warnings=warnings)
 
 
 def _fmt(cell: Cell | None, digits: int, suffix: str = "") -> str:
