@@ -3,8 +3,28 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+#: The measured times of a run's records: the only figures that differ between two runs of one config.
+TIME_KEYS = ("time_per_epoch", "time_total")
+
+
+def train_cmd(run_dir: Path | str, *overrides: str) -> list[str]:
+    """``python train.py`` with the run directory ``run_dir`` and ``overrides``."""
+    return [sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={run_dir}", *overrides]
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The records of ``run_dir/metrics.jsonl``."""
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def without_time(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` less its :data:`TIME_KEYS`."""
+    return {k: v for k, v in record.items() if k not in TIME_KEYS}
 
 
 def imagenet_smoke(root: Path, init_cache: Path) -> list[str]:
