@@ -39,23 +39,15 @@ BASE = {"V": 2000, "L": 2, "D": 512, "H": 8, "DH": 64, "DI": 2048, "MEM": 192, "
 BASE |= {"std": 0.03, "T": 96}
 
 
-def hf_config(V, L, D, H, DH, DI, MEM, cut, div_val, d_embed, same_length, clamp_len) -> TransfoXLConfig:
+def hf_config(vocab_size: int, **settings: object) -> TransfoXLConfig:
+    """HF's configuration of ``TransformerXL(vocab_size, **settings)``: the same keywords, dropout off, the
+    original's shared relative-position biases, adaptive softmax with every projection but the first tied."""
     return TransfoXLConfig(
-        vocab_size=V,
-        cutoffs=cut,
-        d_model=D,
-        d_embed=d_embed,
-        n_head=H,
-        d_head=DH,
-        d_inner=DI,
-        div_val=div_val,
-        n_layer=L,
-        mem_len=MEM,
-        clamp_len=clamp_len,
-        same_length=same_length,
-        untie_r=False,
+        vocab_size=vocab_size,
+        **settings,
         dropout=0.0,
         dropatt=0.0,
+        untie_r=False,
         adaptive=True,
         proj_share_all_but_first=True,
     )
@@ -64,26 +56,15 @@ def hf_config(V, L, D, H, DH, DI, MEM, cut, div_val, d_embed, same_length, clamp
 def check(div_val: int, d_embed: int, same_length: bool, clamp_len: int, dims: dict = SMALL) -> None:
     torch.manual_seed(0)
     V, L, D, H, DH, DI, MEM, cut = (dims[k] for k in ("V", "L", "D", "H", "DH", "DI", "MEM", "cut"))
-    mine = TransformerXL(
-        V,
-        n_layer=L,
-        d_model=D,
-        n_head=H,
-        d_head=DH,
-        d_inner=DI,
-        dropout=0.0,
-        mem_len=MEM,
-        cutoffs=cut,
-        div_val=div_val,
-        d_embed=d_embed,
-        same_length=same_length,
-        clamp_len=clamp_len,
-    ).eval()
+    settings = dict(
+        n_layer=L, d_model=D, n_head=H, d_head=DH, d_inner=DI, mem_len=MEM, cutoffs=cut, div_val=div_val,
+        d_embed=d_embed, same_length=same_length, clamp_len=clamp_len,
+    )  # fmt: skip
+    mine = TransformerXL(V, dropout=0.0, **settings).eval()
     with torch.no_grad():
         for p in mine.parameters():
             p.normal_(0, dims["std"])
-    cfg = hf_config(V, L, D, H, DH, DI, MEM, cut, div_val, d_embed, same_length, clamp_len)
-    hf = TransfoXLLMHeadModel(cfg).eval()
+    hf = TransfoXLLMHeadModel(hf_config(V, **settings)).eval()
     sd, ms = hf.state_dict(), mine.state_dict()
     new = {"transformer.r_w_bias": ms["r_w_bias"], "transformer.r_r_bias": ms["r_r_bias"]}
     for k, v in ms.items():
@@ -134,10 +115,13 @@ def check(div_val: int, d_embed: int, same_length: bool, clamp_len: int, dims: d
 
 def full_size() -> None:
     """Parameter counts of the full model, both built on the meta device (no memory)."""
-    cut = [19997, 39997, 199997]
+    base = dict(
+        n_layer=16, d_model=512, n_head=8, d_head=64, d_inner=2048, mem_len=192, cutoffs=[19997, 39997, 199997],
+        div_val=1, d_embed=512, same_length=False, clamp_len=-1,
+    )  # fmt: skip
     with torch.device("meta"):
-        mine = TransformerXL(267_735)
-        hf = TransfoXLLMHeadModel(hf_config(267_735, 16, 512, 8, 64, 2048, 192, cut, 1, 512, False, -1))
+        mine = TransformerXL(267_735, **base)
+        hf = TransfoXLLMHeadModel(hf_config(267_735, **base))
     n_mine = sum(p.numel() for p in mine.parameters())
     n_hf = sum(p.numel() for p in hf.parameters())
     print(

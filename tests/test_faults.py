@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 import torch
 
+from tests.helpers import imagenet_smoke, read_metrics, train_cmd, without_time
+
 ROOT = Path(__file__).resolve().parents[1]
-TIME_KEYS = ("time_per_epoch", "time_total")
 # Fused RAMDA with group LASSO: the kernels whose first call used to change torch's thread count.
 SMALL = [
     "task=digits",
@@ -39,10 +40,6 @@ SMALL = [
 ]
 
 
-def cmd(run_dir: Path | str, *overrides: str) -> list[str]:
-    return [sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={run_dir}", *overrides]
-
-
 def env(**extra: str) -> dict[str, str]:
     out = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     out.update(extra)
@@ -51,7 +48,7 @@ def env(**extra: str) -> dict[str, str]:
 
 def train(run_dir: Path | str, *overrides: str, prefix: tuple[str, ...] = (), **extra: str) -> Any:
     return subprocess.run(
-        [*prefix, *cmd(run_dir, *overrides)],
+        [*prefix, *train_cmd(run_dir, *overrides)],
         cwd=ROOT,
         env=env(**extra),
         capture_output=True,
@@ -70,10 +67,7 @@ def one_line(proc: Any, code: int, start: str) -> str:
 
 
 def metrics(run_dir: Path) -> list[dict[str, Any]]:
-    return [
-        {k: v for k, v in json.loads(line).items() if k not in TIME_KEYS}
-        for line in (run_dir / "metrics.jsonl").read_text().splitlines()
-    ]
+    return [without_time(r) for r in read_metrics(run_dir)]
 
 
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -174,7 +168,7 @@ def test_threads_1_gives_the_same_figures_on_one_and_two_cores(baseline: Path, t
 # ------------------------------------------------------------------------------------------ kill / resume
 def start(run_dir: Path, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        cmd(run_dir, *SMALL, *extra),
+        train_cmd(run_dir, *SMALL, *extra),
         cwd=ROOT,
         env=env(),
         stdout=subprocess.PIPE,
@@ -486,17 +480,7 @@ def test_a_truncated_jpeg_stops_the_run_with_one_line_and_keeps_the_epoch(tmp_pa
         run_dir,
         "task=imagenet",
         "task.model=resnet18",
-        f"task.data.root={root}",
-        f"task.init_cache={tmp_path / 'init'}",
-        "task.batch_size=8",
-        "task.num_workers=1",
-        "task.max_train_batches=1",
-        "task.data.train_crop=32",
-        "task.data.val_resize=40",
-        "task.data.val_crop=32",
-        "trainer.device=cpu",
-        "trainer.precision=fp32",
-        "trainer.threads=1",
+        *imagenet_smoke(root, tmp_path / "init"),
         "trainer.epochs=1",
         "trainer.milestones=[]",
         "optimizer=msgd",

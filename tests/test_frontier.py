@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import statistics
 from pathlib import Path
 
@@ -15,11 +14,12 @@ import yaml
 from ramda.tables import load_local
 from ramda.tables.cli import main
 from ramda.tables.frontier import build_frontier
+from tests.helpers import write_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def write_run(
+def write_frontier_run(
     root: Path,
     table: str,
     optimizer: str,
@@ -29,27 +29,10 @@ def write_run(
     flops_kept: float | None,
     status: str = "completed",
 ) -> None:
-    run = root / table / optimizer / f"lam{lam}" / f"seed{seed}"
-    run.mkdir(parents=True)
-    summary = {
-        "status": status,
-        "table": table,
-        "task": "digits",
-        "optimizer": optimizer,
-        "regularizer": "group_lasso",
-        "lam": lam,
-        "seed": seed,
-        "metric": "accuracy",
-        "metric_value": accuracy if status == "completed" else None,
-        "higher_is_better": True,
-        "weighted_group_sparsity": 1.0 - (flops_kept or 1.0),
-        "group_sparsity": 0.1,
-        "unstructured_sparsity": 0.1,
-        "epochs_completed": 2,
-        "time_per_epoch": 0.5,
-    }
+    """A digits run at ``lam`` whose export kept ``flops_kept`` of the FLOPs (``None``: not exported)."""
+    slim = None
     if flops_kept is not None:
-        summary["slim"] = {
+        slim = {
             "params_kept": flops_kept,
             "flops_kept": flops_kept,
             "bytes_kept": flops_kept,
@@ -58,7 +41,11 @@ def write_run(
             "channels_removed": 3,
             "max_abs_diff": 1e-7,
         }
-    (run / "summary.json").write_text(json.dumps(summary))
+    write_run(
+        root, table, optimizer, seed, lam=lam, status=status, task="digits", metric="accuracy",
+        value=accuracy if status == "completed" else None, wgs=1.0 - (flops_kept or 1.0), gs=0.1, us=0.1,
+        tpe=0.5, slim=slim,
+    )  # fmt: skip
 
 
 @pytest.fixture
@@ -67,10 +54,12 @@ def runs(tmp_path: Path) -> Path:
     for opt, base in (("ramda", 97.0), ("proxsgd", 95.0)):
         for lam, kept in ((0.0, 1.0), (0.01, 0.5)):
             for seed in (1, 2):
-                write_run(root, "frontier", opt, seed, lam, base - 10 * lam * seed, kept - 0.01 * seed)
-    write_run(root, "frontier", "ramda", 3, 0.01, 0.0, None, status="failed")
-    write_run(root, "demo", "ramda", 1, 3e-3, 96.5, 0.6)
-    write_run(root, "demo", "rmda", 1, 1e-2, 96.0, None)
+                write_frontier_run(
+                    root, "frontier", opt, seed, lam, base - 10 * lam * seed, kept - 0.01 * seed
+                )
+    write_frontier_run(root, "frontier", "ramda", 3, 0.01, 0.0, None, status="failed")
+    write_frontier_run(root, "demo", "ramda", 1, 3e-3, 96.5, 0.6)
+    write_frontier_run(root, "demo", "rmda", 1, 1e-2, 96.0, None)
     return root
 
 
@@ -123,7 +112,7 @@ def test_regular_tables_show_export_columns_and_leave_frontiers_to_their_own_vie
 
 
 def test_tables_without_exports_keep_their_columns(tmp_path: Path) -> None:
-    write_run(tmp_path / "runs", "demo", "ramda", 1, 3e-3, 96.5, None)
+    write_frontier_run(tmp_path / "runs", "demo", "ramda", 1, 3e-3, 96.5, None)
     assert main(["--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "t"), "--no-figures"]) == 0
     assert "FLOPs kept" not in (tmp_path / "t" / "demo.md").read_text()
 

@@ -14,6 +14,7 @@ from hydra import compose, initialize_config_dir
 
 from ramda.config import register_configs
 from ramda.fixtures import imagenet as fixture
+from tests.helpers import imagenet_smoke
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -81,18 +82,8 @@ def test_resnet50_sparsifies_under_a_large_lambda_and_resumes(root: Path, tmp_pa
     common = [
         "optimizer=ramda",
         "seed=3",
-        f"task.data.root={root}",
-        f"task.init_cache={tmp_path / 'init'}",
+        *imagenet_smoke(root, tmp_path / "init"),
         f"hydra.run.dir={run_dir}",
-        "task.batch_size=8",
-        "task.num_workers=1",
-        "task.max_train_batches=1",
-        "task.data.train_crop=32",
-        "task.data.val_resize=40",
-        "task.data.val_crop=32",
-        "trainer.device=cpu",
-        "trainer.precision=fp32",
-        "trainer.threads=1",
         "trainer.milestones=[]",
         "optimizer.stop=null",  # the exact group-LASSO solver: the paper's `objective` rule is slow on a CPU
         "optimizer.momentum=1.0",  # c = 1: the weights are the subproblem's solutions, zeros included

@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers import read_metrics, train_cmd, without_time
+
 ROOT = Path(__file__).resolve().parents[1]
-TIME_KEYS = ("time_per_epoch", "time_total")
 # A short RAMDA run whose momentum reaches 1 (restart after epoch 1), so the weights really become group-sparse.
 SMALL = [
     "task=digits",
@@ -39,10 +40,6 @@ SMALL = [
 ONE_EPOCH = ["trainer.epochs=1", "trainer.milestones=[]", "trainer.momentum_start_epoch=null"]
 
 
-def train_cmd(run_dir: Path, *overrides: str) -> list[str]:
-    return [sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={run_dir}", *overrides]
-
-
 def clean_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     env["HOME"] = str(tmp_path)  # no ~/.netrc: W&B has no API key and must go offline by itself
@@ -60,14 +57,6 @@ def run_train(
         text=True,
         timeout=timeout,
     )
-
-
-def read_metrics(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-
-
-def without_time(record: dict) -> dict:
-    return {k: v for k, v in record.items() if k not in TIME_KEYS}
 
 
 def snapshot(directory: Path) -> dict[str, tuple[bytes, int]]:

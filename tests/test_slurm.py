@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from ramda import tables
+from tests.helpers import markdown_row
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,14 +96,6 @@ def cancel(sweep: Path) -> None:
         subprocess.run(["scancel", *jobs], check=False)
 
 
-def md_row(markdown: str, name: str) -> list[str]:
-    for line in markdown.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if cells[0] == name:
-            return cells[1:]
-    raise AssertionError(f"no row {name} in\n{markdown}")
-
-
 def test_demo_sweep_on_slurm_then_tables(
     slurm_cluster: None, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -141,7 +134,7 @@ def test_demo_sweep_on_slurm_then_tables(
         # mean ± sample std of two numbers: (x+y)/2 ± |x−y|/√2
         acc = f"{(a1 + a2) / 2:.2f} ± {abs(a1 - a2) / 2**0.5:.2f}"
         sparsity = f"{(s1 + s2) / 2:.1f} ± {abs(s1 - s2) / 2**0.5:.1f}"
-        row = md_row(markdown, name)
+        row = markdown_row(markdown, name)
         assert (row[0], row[1], row[-1]) == (acc, sparsity, "2/2")
 
 

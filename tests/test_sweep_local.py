@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from ramda import tables
+from tests.helpers import markdown_row
 
 ROOT = Path(__file__).resolve().parents[1]
 OPTS = ["--table", "demo", "--print"]
@@ -25,14 +26,6 @@ TINY = [
     "task.max_eval_batches=2",
     "trainer.export=false",  # the export and its table columns are tests/test_export.py's
 ]
-
-
-def md_row(markdown: str, name: str) -> list[str]:
-    for line in markdown.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if cells[0] == name:
-            return cells[1:]
-    raise AssertionError(f"no row {name} in\n{markdown}")
 
 
 def expected_cell(values: list[float], digits: int) -> str:
@@ -63,14 +56,14 @@ def test_local_multirun_then_tables(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "| Optimizer | Accuracy (%) ↑ | Weighted group sparsity (%) | Time/epoch (s) | Runs |" in md
     for opt, name in (("ramda", "RAMDA"), ("proxsgd", "ProxSGD")):
         s1, s2 = summaries[opt, 1], summaries[opt, 2]
-        row = md_row(md, name)
+        row = markdown_row(md, name)
         assert row[0] == expected_cell([s1["metric_value"], s2["metric_value"]], 2)
         sparsity = [100 * s1["weighted_group_sparsity"], 100 * s2["weighted_group_sparsity"]]
         assert row[1] == expected_cell(sparsity, 1)
         assert row[2] == expected_cell([s1["time_per_epoch"], s2["time_per_epoch"]], 2)
         assert row[-1] == "2/2"
     # The demo grid's other optimizers have no runs here: listed and marked, not dropped.
-    assert md_row(md, "RMDA")[-1] == md_row(md, "ProxGen")[-1] == "✗ 0/1 seeds, 1 missing"
+    assert markdown_row(md, "RMDA")[-1] == markdown_row(md, "ProxGen")[-1] == "✗ 0/1 seeds, 1 missing"
     rows = {r["optimizer"]: r for r in csv.DictReader((out / "demo.csv").open())}
     acc = [summaries["ramda", s]["metric_value"] for s in (1, 2)]
     assert abs(float(rows["ramda"]["metric_mean"]) - np.mean(acc)) < 1e-9

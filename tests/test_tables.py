@@ -18,52 +18,9 @@ import pytest
 
 from ramda import tables
 from ramda.tables import experiments
+from tests.helpers import markdown_rows, write_run
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def write_run(
-    root: Path,
-    table: str,
-    optimizer: str,
-    seed: int,
-    *,
-    status: str = "completed",
-    task: str = "imagenet",
-    metric: str = "top1",
-    value: float | None = 70.0,
-    wgs: float | None = 0.1,
-    gs: float | None = 0.2,
-    us: float | None = 0.05,
-    tpe: float | None = 10.0,
-    history: list[dict] | None = None,
-    name: str | None = None,
-) -> Path:
-    """A run directory exactly as the runner writes it (summary.json + metrics.jsonl)."""
-    d = root / table / optimizer / (name or f"seed{seed}")
-    d.mkdir(parents=True)
-    history = (
-        history if history is not None else [{"epoch": 1, metric: value, "weighted_group_sparsity": wgs}]
-    )
-    (d / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
-    summary = {
-        "status": status,
-        "table": table,
-        "task": task,
-        "optimizer": optimizer,
-        "seed": seed,
-        "metric": metric,
-        "metric_value": value,
-        "higher_is_better": metric not in ("perplexity", "val_loss"),
-        "weighted_group_sparsity": wgs,
-        "group_sparsity": gs,
-        "unstructured_sparsity": us,
-        "time_per_epoch": tpe,
-        "epochs_completed": len(history),
-        "final": {metric: value},
-    }
-    (d / "summary.json").write_text(json.dumps(summary))
-    return d
 
 
 @pytest.fixture
@@ -85,15 +42,6 @@ def vision_runs(tmp_path: Path) -> Path:
     write_run(runs, "vision", "msgd", 3, value=77.0, wgs=0.0, tpe=33.0)
     write_run(runs, "vision", "msgd", 3, status="failed", value=None, name="seed3-first-attempt")
     return runs
-
-
-def markdown_rows(text: str) -> dict[str, list[str]]:
-    rows = {}
-    for line in text.splitlines():
-        if line.startswith("| ") and not line.startswith("| Optimizer"):
-            cells = [c.strip() for c in line.strip("|").split("|")]
-            rows[cells[0]] = cells[1:]
-    return rows
 
 
 def test_markdown_hand_computed(vision_runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -48,6 +48,9 @@ class RegularizedOptimizer(Optimizer):
     fused_kernels: ClassVar[dict[tuple[str, str], FusedKernel]] = {}
     #: The state entries a fused kernel takes after the parameter and its gradient, in its argument order.
     fused_state: ClassVar[tuple[str, ...]] = ()
+    #: The numba kernel of :data:`CPU_KERNELS`: the name of its ``kind`` constant in :mod:`ramda.kernels.cpu`
+    #: (a name, so that numba loads only when a kernel runs).
+    cpu_kind: ClassVar[str] = ""
 
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any]) -> None:
         defaults.setdefault("lam", 0.0)
@@ -185,8 +188,25 @@ class RegularizedOptimizer(Optimizer):
         return rest
 
     def _cpu_step(self, group: dict[str, Any], states: list[dict], data: Any, grouped: bool) -> Any:
-        """One numba call over the group's CPU tensors ``data``: the group-LASSO kernel when ``grouped``, else the
-        unregularised one; returns the Newton iterations per tensor where the kernel reports them."""
+        """One numba call of kernel :attr:`cpu_kind` over the group's CPU tensors ``data``: its group-LASSO branch
+        when ``grouped``, else the unregularised one, each tensor with its :meth:`_cpu_scalars`; returns the
+        Newton iterations per tensor for an optimizer with a solver (``None`` without)."""
+        from ramda.kernels import cpu
+
+        tensors, shapes = data
+        scalars = [
+            self._cpu_scalars(group, state, math.sqrt(cpu.group_size(shape)))
+            for state, shape in zip(states, shapes)
+        ]
+        kind = getattr(cpu, self.cpu_kind)
+        iters = cpu.run(kind, tensors, shapes, grouped, scalars, self._cpu_workspace(), self._cpu_threads())
+        return iters if self.uses_solver else None
+
+    def _cpu_scalars(
+        self, group: dict[str, Any], state: dict[str, Any], root_size: float
+    ) -> tuple[float, ...]:
+        """The CPU kernel's scalars for one tensor (in the order its ``_*_chunk`` reads them), whose groups have
+        √|g| = ``root_size``: the structure threshold among them is c = t·√|g|, t the prox threshold."""
         raise NotImplementedError
 
     def _cpu_group_lasso(self, group: dict[str, Any], states: list[dict], data: Any) -> Any:
@@ -306,6 +326,14 @@ class RegularizedOptimizer(Optimizer):
             if p.grad.is_sparse:
                 raise RuntimeError("sparse gradients are not supported")
         return params
+
+
+#: The CPU kernels of an optimizer with a :attr:`~RegularizedOptimizer.cpu_kind` and its
+#: :meth:`~RegularizedOptimizer._cpu_scalars`: group LASSO and unregularised.
+CPU_KERNELS: dict[tuple[str, str], FusedKernel] = {
+    ("cpu", "group_lasso"): RegularizedOptimizer._cpu_group_lasso,
+    ("cpu", PLAIN): RegularizedOptimizer._cpu_plain,
+}
 
 
 def _real(t: Tensor) -> Tensor:

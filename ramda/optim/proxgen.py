@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from ramda.kernels import gpu
-from ramda.optim.base import PLAIN, FusedKernel, RegularizedOptimizer
+from ramda.optim.base import CPU_KERNELS, FusedKernel, RegularizedOptimizer
 from ramda.solver import solve
 
 
@@ -64,23 +64,17 @@ class ProxGen(RegularizedOptimizer):
     def _gpu_group_lasso(self, group: dict[str, Any], state: dict[str, Any], tensors: list[Tensor]) -> None:
         gpu.proxgen_group_lasso_step(*tensors, group["betas"], *self._kernel_scalars(group, state))
 
-    def _cpu_step(self, group: dict[str, Any], states: list[dict], data: Any, grouped: bool) -> Any:
-        from ramda.kernels import cpu
+    def _cpu_scalars(
+        self, group: dict[str, Any], state: dict[str, Any], root_size: float
+    ) -> tuple[float, ...]:
+        """β₁, β₂, √b₂, η/(1 − β₁ᵏ), ε and the threshold ηλ·√|g|."""
+        bias2, step_size, eps, t = self._kernel_scalars(group, state)
+        return *group["betas"], math.sqrt(bias2), step_size, eps, t * root_size
 
-        tensors, shapes = data
-        beta1, beta2 = group["betas"]
-        scalars = []
-        for state, shape in zip(states, shapes):
-            bias2, step_size, eps, t = self._kernel_scalars(group, state)
-            c = t * math.sqrt(cpu.group_size(shape))
-            scalars.append((beta1, beta2, math.sqrt(bias2), step_size, eps, c))
-        workspace, threads = self._cpu_workspace(), self._cpu_threads()
-        return cpu.run(cpu.PROXGEN, tensors, shapes, grouped, scalars, workspace, threads)
-
+    cpu_kind = "PROXGEN"
     fused_kernels: ClassVar[dict[tuple[str, str], FusedKernel]] = {
         ("cuda", "group_lasso"): _gpu_group_lasso,
-        ("cpu", "group_lasso"): RegularizedOptimizer._cpu_group_lasso,
-        ("cpu", PLAIN): RegularizedOptimizer._cpu_plain,
+        **CPU_KERNELS,
     }
     fused_state = ("exp_avg", "exp_avg_sq")
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from ramda.optim.base import PLAIN, FusedKernel, RegularizedOptimizer
+from ramda.optim.base import CPU_KERNELS, RegularizedOptimizer
 
 
 class ProxSGD(RegularizedOptimizer):
@@ -34,18 +33,15 @@ class ProxSGD(RegularizedOptimizer):
             params, dict(lr=lr, momentum=momentum, lam=lam, regularizer=regularizer, fused=fused)
         )
 
-    def _cpu_step(self, group: dict[str, Any], states: list[dict], data: Any, grouped: bool) -> None:
-        from ramda.kernels import cpu
+    cpu_kind = "PROXSGD"
+    fused_kernels = CPU_KERNELS
 
-        tensors, shapes = data
-        lr, tau = group["lr"], group["lr"] * group["lam"]
-        scalars = [(group["momentum"], lr, tau * math.sqrt(cpu.group_size(shape))) for shape in shapes]
-        cpu.run(cpu.PROXSGD, tensors, shapes, grouped, scalars, self._cpu_workspace(), self._cpu_threads())
+    def _cpu_scalars(
+        self, group: dict[str, Any], state: dict[str, Any], root_size: float
+    ) -> tuple[float, ...]:
+        """c, η and the threshold ηλ·√|g|."""
+        return group["momentum"], group["lr"], group["lr"] * group["lam"] * root_size
 
-    fused_kernels: ClassVar[dict[tuple[str, str], FusedKernel]] = {
-        ("cpu", "group_lasso"): RegularizedOptimizer._cpu_group_lasso,
-        ("cpu", PLAIN): RegularizedOptimizer._cpu_plain,
-    }
     fused_state = ("momentum_buffer",)
 
     def _group_step(

@@ -10,7 +10,14 @@ import torch
 from torch import Tensor
 
 from ramda.kernels import gpu
-from ramda.optim.base import PLAIN, FusedKernel, RegularizedOptimizer, add_scaled, dual_averaging_state, mix
+from ramda.optim.base import (
+    CPU_KERNELS,
+    FusedKernel,
+    RegularizedOptimizer,
+    add_scaled,
+    dual_averaging_state,
+    mix,
+)
 from ramda.solver import solve
 
 
@@ -68,21 +75,17 @@ class RAMDA(RegularizedOptimizer):
     def _gpu_group_lasso(self, group: dict[str, Any], state: dict[str, Any], tensors: list[Tensor]) -> None:
         gpu.ramda_group_lasso_step(*tensors, *self._kernel_scalars(group, state))
 
-    def _cpu_step(self, group: dict[str, Any], states: list[dict], data: Any, grouped: bool) -> Any:
-        from ramda.kernels import cpu
+    def _cpu_scalars(
+        self, group: dict[str, Any], state: dict[str, Any], root_size: float
+    ) -> tuple[float, ...]:
+        """s, ε, the threshold αλ·√|g|, c."""
+        scale, eps, t, momentum = self._kernel_scalars(group, state)
+        return scale, eps, t * root_size, momentum
 
-        tensors, shapes = data
-        scalars = []
-        for state, shape in zip(states, shapes):
-            scale, eps, t, momentum = self._kernel_scalars(group, state)
-            scalars.append((scale, eps, t * math.sqrt(cpu.group_size(shape)), momentum))
-        workspace, threads = self._cpu_workspace(), self._cpu_threads()
-        return cpu.run(cpu.RAMDA, tensors, shapes, grouped, scalars, workspace, threads)
-
+    cpu_kind = "RAMDA"
     fused_kernels: ClassVar[dict[tuple[str, str], FusedKernel]] = {
         ("cuda", "group_lasso"): _gpu_group_lasso,
-        ("cpu", "group_lasso"): RegularizedOptimizer._cpu_group_lasso,
-        ("cpu", PLAIN): RegularizedOptimizer._cpu_plain,
+        **CPU_KERNELS,
     }
     fused_state = ("v", "u", "w0")
 

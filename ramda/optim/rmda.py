@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any, ClassVar
+from typing import Any
 
 from torch import Tensor
 
-from ramda.optim.base import PLAIN, FusedKernel, RegularizedOptimizer, add_scaled, dual_averaging_state, mix
+from ramda.optim.base import CPU_KERNELS, RegularizedOptimizer, add_scaled, dual_averaging_state, mix
 
 
 class RMDA(RegularizedOptimizer):
@@ -35,21 +35,21 @@ class RMDA(RegularizedOptimizer):
             params, dict(lr=lr, momentum=momentum, lam=lam, regularizer=regularizer, fused=fused)
         )
 
-    def _cpu_step(self, group: dict[str, Any], states: list[dict], data: Any, grouped: bool) -> None:
-        from ramda.kernels import cpu
+    cpu_kind = "RMDA"
+    fused_kernels = CPU_KERNELS
 
-        tensors, shapes = data
-        scalars = []
-        for state, shape in zip(states, shapes):
-            beta = math.sqrt(state["step"])
-            c = state["alpha"] / beta * group["lam"] * math.sqrt(cpu.group_size(shape))
-            scalars.append((group["lr"] * beta, 1.0 / beta, c, group["momentum"]))
-        cpu.run(cpu.RMDA, tensors, shapes, grouped, scalars, self._cpu_workspace(), self._cpu_threads())
+    def _cpu_scalars(
+        self, group: dict[str, Any], state: dict[str, Any], root_size: float
+    ) -> tuple[float, ...]:
+        """For a tensor whose k and α are already advanced: s = η β, 1/β, the threshold (α/β) λ·√|g|, c."""
+        beta = math.sqrt(state["step"])
+        return (
+            group["lr"] * beta,
+            1.0 / beta,
+            state["alpha"] / beta * group["lam"] * root_size,
+            group["momentum"],
+        )
 
-    fused_kernels: ClassVar[dict[tuple[str, str], FusedKernel]] = {
-        ("cpu", "group_lasso"): RegularizedOptimizer._cpu_group_lasso,
-        ("cpu", PLAIN): RegularizedOptimizer._cpu_plain,
-    }
     fused_state = ("v", "w0")
 
     def restart(self, eps_scale: float = 1.0) -> None:

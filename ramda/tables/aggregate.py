@@ -65,15 +65,22 @@ class Row:
         return done if not extra else f"{done} seeds, " + ", ".join(extra)
 
 
-@dataclass
-class Table:
-    """One generated table: its definition, one row per optimizer, warnings, and the figure once drawn."""
+@dataclass(kw_only=True)
+class Generated:
+    """One table or frontier as the CLI writes it: its name, the definition whose labels it shows, warnings,
+    and its figure once drawn."""
 
     name: str
     experiment: Experiment
-    rows: list[Row]
     warnings: list[str]
     figure: Path | None = None
+
+
+@dataclass(kw_only=True)
+class Table(Generated):
+    """One generated table: one row per optimizer."""
+
+    rows: list[Row]
 
 
 def _adhoc_experiment(name: str, records: Sequence[RunRecord]) -> Experiment:
@@ -126,6 +133,11 @@ def groups(records: Sequence[RunRecord]) -> dict[str, list[RunRecord]]:
     return dict(sorted(named.items(), key=lambda kv: (order.get(kv[1][0].table, len(order)), kv[0])))
 
 
+def percent(v: float | None) -> float | None:
+    """A fraction as a percentage (``None`` stays ``None``)."""
+    return None if v is None else 100.0 * v
+
+
 def _pick(runs: Sequence[RunRecord]) -> RunRecord:
     """Of several runs of one (table, optimizer, seed): a completed one over a running one over a failed one,
     then the newest."""
@@ -162,10 +174,6 @@ def build_table(name: str, records: Sequence[RunRecord]) -> Table:
         chosen_runs = {seed: _pick(dup) for seed, dup in by_seed.items()}
         seeds = sorted(set(exp.seeds) | set(chosen_runs))
         done = [chosen_runs[s] for s in seeds if s in chosen_runs and chosen_runs[s].status == "completed"]
-
-        def pct(v: float | None) -> float | None:
-            return None if v is None else 100.0 * v
-
         rows.append(
             Row(
                 optimizer=opt,
@@ -174,13 +182,13 @@ def build_table(name: str, records: Sequence[RunRecord]) -> Table:
                 running=[s for s in seeds if s in chosen_runs and chosen_runs[s].status == "running"],
                 missing=[s for s in seeds if s not in chosen_runs],
                 metric=Cell.of([r.metric_value for r in done]),
-                sparsity=Cell.of([pct(r.weighted_group_sparsity) for r in done]),
-                group_sparsity=Cell.of([pct(r.group_sparsity) for r in done]),
-                unstructured_sparsity=Cell.of([pct(r.unstructured_sparsity) for r in done]),
+                sparsity=Cell.of([percent(r.weighted_group_sparsity) for r in done]),
+                group_sparsity=Cell.of([percent(r.group_sparsity) for r in done]),
+                unstructured_sparsity=Cell.of([percent(r.unstructured_sparsity) for r in done]),
                 time_per_epoch=Cell.of([r.time_per_epoch for r in done]),
                 paper=exp.paper.get(opt),
                 records=[chosen_runs[s] for s in seeds if s in chosen_runs],
-                flops_kept=Cell.of([pct(r.flops_kept) for r in done]),
+                flops_kept=Cell.of([percent(r.flops_kept) for r in done]),
                 speedup=Cell.of([r.speedup for r in done]),
             )
         )

@@ -20,13 +20,15 @@ against epoch, one line per optimizer: the mean over seeds with a mean ± std ba
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
+
+from ramda.files import atomic_write
 
 from . import frontier as fr
-from .aggregate import Table, build_table, groups, table_names
+from .aggregate import Generated, Table, build_table, groups, table_names
 from .experiments import names as experiment_names
 from .plots import plot
 from .records import RunRecord, TablesError, load_local, load_wandb
@@ -34,10 +36,8 @@ from .render import to_csv, to_latex, to_markdown
 
 
 def _write(path: Path, text: str) -> None:
-    """Write atomically: a reader never sees a half-written table."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """Write in one step: a reader never sees a half-written table."""
+    atomic_write(path, lambda f: f.write(text.encode()), durable=False)
 
 
 def _inside(out: Path, name: str, suffix: str) -> Path:
@@ -46,6 +46,31 @@ def _inside(out: Path, name: str, suffix: str) -> Path:
     if path.resolve().parent != out.resolve():
         raise TablesError(f"table name {name!r}: would write outside --out {out}")
     return path
+
+
+#: The files of a table or frontier, by suffix: what renders it.
+Formats = dict[str, Callable[[Any], str]]
+TABLE_FORMATS: Formats = {".md": to_markdown, ".tex": to_latex, ".csv": to_csv}
+FRONTIER_FORMATS: Formats = {".md": fr.to_markdown, ".csv": fr.to_csv}
+
+
+def _write_outputs(
+    item: Generated,
+    formats: Formats,
+    draw: Callable[[Any, Path], bool],
+    out: Path | None,
+    figures: Path | None,
+) -> None:
+    """Write a table or frontier ``item`` as ``<name><suffix>`` under ``out`` in each of ``formats`` and its
+    figure ``<name>.png`` under ``figures`` with ``draw`` (``None``: not written); sets ``item.figure``."""
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        for suffix, render in formats.items():
+            _write(_inside(out, item.name, suffix), render(item))
+    if figures is not None:
+        figures.mkdir(parents=True, exist_ok=True)
+        png = _inside(figures, item.name, ".png")
+        item.figure = png if draw(item, png) else None
 
 
 def generate(
@@ -74,15 +99,7 @@ def generate(
             )
     tables = [build_table(n, records) for n in names]
     for t in tables:
-        if out is not None:
-            out.mkdir(parents=True, exist_ok=True)
-            _write(_inside(out, t.name, ".md"), to_markdown(t))
-            _write(_inside(out, t.name, ".tex"), to_latex(t))
-            _write(_inside(out, t.name, ".csv"), to_csv(t))
-        if figures is not None:
-            figures.mkdir(parents=True, exist_ok=True)
-            png = _inside(figures, t.name, ".png")
-            t.figure = png if plot(t, png) else None
+        _write_outputs(t, TABLE_FORMATS, plot, out, figures)
     return tables
 
 
@@ -105,14 +122,7 @@ def generate_frontiers(
         names = sorted({r.table for r in records if fr.is_frontier(r.table)})
     frontiers = [fr.build_frontier(n, records) for n in names]
     for f in frontiers:
-        if out is not None:
-            out.mkdir(parents=True, exist_ok=True)
-            _write(_inside(out, f.name, ".md"), fr.to_markdown(f))
-            _write(_inside(out, f.name, ".csv"), fr.to_csv(f))
-        if figures is not None:
-            figures.mkdir(parents=True, exist_ok=True)
-            png = _inside(figures, f.name, ".png")
-            f.figure = png if fr.plot(f, png) else None
+        _write_outputs(f, FRONTIER_FORMATS, fr.plot, out, figures)
     return frontiers
 
 
@@ -163,20 +173,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TablesError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    for t in tables:
-        for w in t.warnings:
+    shown = [(t, TABLE_FORMATS) for t in tables] + [(f, FRONTIER_FORMATS) for f in frontiers]
+    for item, formats in shown:
+        for w in item.warnings:
             print(f"warning: {w}", file=sys.stderr)
         if args.print:
-            print(to_markdown(t))
-    for f in frontiers:
-        for w in f.warnings:
-            print(f"warning: {w}", file=sys.stderr)
-        if args.print:
-            print(fr.to_markdown(f))
-    for t in tables:
-        figure = f", {t.figure}" if t.figure else ""
-        print(f"wrote {args.out / t.name}.{{md,tex,csv}}{figure}", file=sys.stderr)
-    for f in frontiers:
-        figure = f", {f.figure}" if f.figure else ""
-        print(f"wrote {args.out / f.name}.{{md,csv}}{figure}", file=sys.stderr)
+            print(formats[".md"](item))
+    for item, formats in shown:
+        figure = f", {item.figure}" if item.figure else ""
+        suffixes = ",".join(suffix.lstrip(".") for suffix in formats)
+        print(f"wrote {args.out / item.name}.{{{suffixes}}}{figure}", file=sys.stderr)
     return 0

@@ -12,14 +12,13 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .aggregate import Cell, _pick
+from .aggregate import Cell, Generated, _adhoc_experiment, _defined, _pick, percent
 from .experiments import display_name, order_key
-from .experiments import get as get_experiment
+from .plots import save_png
 from .records import RunRecord
 
 
@@ -42,15 +41,11 @@ class Point:
     speedup: Cell | None
 
 
-@dataclass
-class Frontier:
-    name: str
-    metric: str
-    metric_label: str
-    higher_is_better: bool
+@dataclass(kw_only=True)
+class Frontier(Generated):
+    """One generated frontier: a point per (optimizer, λ)."""
+
     points: list[Point]
-    warnings: list[str]
-    figure: Path | None = None
 
 
 def build_frontier(name: str, records: Sequence[RunRecord]) -> Frontier:
@@ -58,13 +53,7 @@ def build_frontier(name: str, records: Sequence[RunRecord]) -> Frontier:
     mine = [r for r in records if r.table == name]
     warnings = []
     base = "demo" if name == "frontier" else name.removesuffix("_frontier")  # digits: the demo's labels
-    try:
-        exp = get_experiment(base)
-        metric, label, hib = exp.metric, exp.metric_label, exp.higher_is_better
-    except KeyError:
-        metric = mine[0].metric if mine else "metric"
-        label = metric
-        hib = next((r.higher_is_better for r in mine if r.higher_is_better is not None), True)
+    exp = _defined(base) or _adhoc_experiment(name, mine)
     no_lam = [r.source for r in mine if r.lam is None]
     if no_lam:
         warnings.append(f"{len(no_lam)} run(s) of table '{name}' have no 'lam' in summary.json; left out")
@@ -86,16 +75,12 @@ def build_frontier(name: str, records: Sequence[RunRecord]) -> Frontier:
                 completed=[r.seed for r in done],
                 other=sorted(s for s, r in chosen.items() if r.status != "completed"),
                 metric=Cell.of([r.metric_value for r in done]),
-                sparsity=Cell.of([_pct(r.weighted_group_sparsity) for r in done]),
-                flops_kept=Cell.of([_pct(r.flops_kept) for r in done]),
+                sparsity=Cell.of([percent(r.weighted_group_sparsity) for r in done]),
+                flops_kept=Cell.of([percent(r.flops_kept) for r in done]),
                 speedup=Cell.of([r.speedup for r in done]),
             )
         )
-    return Frontier(name, metric, label, hib, points, warnings)
-
-
-def _pct(v: float | None) -> float | None:
-    return None if v is None else 100.0 * v
+    return Frontier(name=name, experiment=exp, points=points, warnings=warnings)
 
 
 def _fmt(cell: Cell | None, digits: int, suffix: str = "") -> str:
@@ -108,11 +93,12 @@ def _fmt(cell: Cell | None, digits: int, suffix: str = "") -> str:
 
 def to_markdown(f: Frontier) -> str:
     """One row per (optimizer, λ), in optimizer order then increasing λ."""
-    arrow = "↑" if f.higher_is_better else "↓"
+    exp = f.experiment
+    arrow = "↑" if exp.higher_is_better else "↓"
     lines = [
         f"### λ frontier (`{f.name}`)",
         "",
-        f"| Optimizer | λ | {f.metric_label} {arrow} | Weighted group sparsity (%) | FLOPs kept (%) | "
+        f"| Optimizer | λ | {exp.metric_label} {arrow} | Weighted group sparsity (%) | FLOPs kept (%) | "
         "Speedup (CPU) | Seeds |",
         "|:---|---:|---:|---:|---:|---:|---:|",
     ]
@@ -168,7 +154,7 @@ def to_csv(f: Frontier) -> str:
                 p.optimizer,
                 repr(p.lam),
                 ";".join(map(str, p.completed)),
-                f.metric,
+                f.experiment.metric,
                 *pair(p.metric),
                 *pair(p.sparsity),
                 *pair(p.flops_kept),
@@ -218,12 +204,9 @@ def plot(f: Frontier, path: Path) -> bool:
                 f"{p.lam:g}", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=6, color=f"C{i}"
             )
     ax.set_xlabel("FLOPs kept by the slim model (%)")
-    ax.set_ylabel(f"{f.metric_label}")
+    ax.set_ylabel(f.experiment.metric_label)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(f"λ frontier ({f.name}): mean ± std over seeds; labels: λ", fontsize=10)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_png(fig, path)
     return True

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import math
-import os
 import statistics
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ramda.files import atomic_write
 
 from .aggregate import Row, Table
 from .experiments import display_name
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def curves(row: Row, key: str, scale: float = 1.0) -> tuple[list[float], list[float], list[float]]:
@@ -63,8 +68,15 @@ def plot(table: Table, path: Path) -> bool:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle(f"{exp.title}: mean ± std over seeds")
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_png(fig, path)
     return True
+
+
+def save_png(fig: Figure, path: Path) -> None:
+    """Write ``fig`` to ``path`` as a PNG in one step (a reader never sees part of one), then close it."""
+    import matplotlib.pyplot as plt
+
+    try:
+        atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120), durable=False)
+    finally:
+        plt.close(fig)
