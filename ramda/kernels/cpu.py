@@ -253,33 +253,25 @@ def _prox_write(w, Y, n_out, n_in, k_size, j0, m, col_ysq, c, mix):
             w[i] = _lerp(w[i], Y[q + e] * scale[e], mix)
 
 
-@njit(cache=True, error_model="numpy")
-def _ramda_chunk(ptrs, scal, t, n_out, n_in, k_size, j0, m, grouped, P, B, tol, max_newton):
-    n = n_out * n_in * k_size
-    w, g, v, u, w0 = (_stream(ptrs, t, 0, n), _stream(ptrs, t, 1, n), _stream(ptrs, t, 2, n),
-                      _stream(ptrs, t, 3, n), _stream(ptrs, t, 4, n))  # fmt: skip
-    s, eps, c, mix = np.float32(scal[t, 0]), np.float32(scal[t, 1]), scal[t, 2], np.float32(scal[t, 3])
-    if not grouped:
-        for i in range(j0, j0 + m):
-            vi, p = _ramda_entry(i, g, v, u, s, eps)
-            w[i] = _lerp(w[i], w0[i] - vi / p, mix)
-        return 0
-    L = m * k_size
-    col_bsq, col_pmax = np.zeros(L), np.zeros(L, np.float32)
-    for o in range(n_out):
-        base, q = (o * n_in + j0) * k_size, o * L
-        for e in range(L):
-            vi, p = _ramda_entry(base + e, g, v, u, s, eps)
-            P[q + e] = p
-            B[q + e] = p * w0[base + e] - vi
-        _add_squares(B, q, L, col_bsq)
-        _add_max(P, q, L, col_pmax)
-    return _newton_write(w, P, B, n_out, n_in, k_size, j0, m, col_bsq, col_pmax, c, mix, tol, max_newton)
+@njit(inline="always", cache=True, error_model="numpy")
+def _ramda_span(ptrs, scal, t, n, base, q, L, P, B):
+    """Step 1 of RAMDA on the row span base … base + L − 1 of tensor t (``n`` entries): state, P and b."""
+    g, v, u, w0 = (
+        _stream(ptrs, t, 1, n),
+        _stream(ptrs, t, 2, n),
+        _stream(ptrs, t, 3, n),
+        _stream(ptrs, t, 4, n),
+    )
+    s, eps = np.float32(scal[t, 0]), np.float32(scal[t, 1])
+    for e in range(L):
+        vi, p = _ramda_entry(base + e, g, v, u, s, eps)
+        P[q + e] = p
+        B[q + e] = p * w0[base + e] - vi
 
 
-@njit(cache=True, error_model="numpy")
-def _proxgen_chunk(ptrs, scal, t, n_out, n_in, k_size, j0, m, grouped, P, B, tol, max_newton):
-    n = n_out * n_in * k_size
+@njit(inline="always", cache=True, error_model="numpy")
+def _proxgen_span(ptrs, scal, t, n, base, q, L, P, B):
+    """Step 1 of ProxGen on the row span base … base + L − 1 of tensor t (``n`` entries): state, P and b."""
     w, g, m1, m2 = (
         _stream(ptrs, t, 0, n),
         _stream(ptrs, t, 1, n),
@@ -288,42 +280,71 @@ def _proxgen_chunk(ptrs, scal, t, n_out, n_in, k_size, j0, m, grouped, P, B, tol
     )
     w1, beta2, w2 = np.float32(1.0 - scal[t, 0]), np.float32(scal[t, 1]), np.float32(1.0 - scal[t, 1])
     bias2_sqrt, step_size, eps = np.float32(scal[t, 2]), np.float32(scal[t, 3]), np.float32(scal[t, 4])
-    if not grouped:
-        for i in range(j0, j0 + m):
-            mi, p = _adam_entry(i, g, m1, m2, w1, beta2, w2, bias2_sqrt, eps)
-            w[i] = w[i] - step_size * (mi / p)
-        return 0
-    L = m * k_size
+    for e in range(L):
+        mi, p = _adam_entry(base + e, g, m1, m2, w1, beta2, w2, bias2_sqrt, eps)
+        P[q + e] = p
+        B[q + e] = p * w[base + e] - mi * step_size
+
+
+@njit(cache=True, error_model="numpy")
+def _adaptive_chunk(kind, ptrs, scal, t, n_out, n_in, k_size, j0, m, P, B, tol, max_newton):
+    """Steps 1–3 of RAMDA or ProxGen (``kind``) on a group-LASSO chunk; returns the Newton steps taken."""
+    n, L = n_out * n_in * k_size, m * k_size
     col_bsq, col_pmax = np.zeros(L), np.zeros(L, np.float32)
     for o in range(n_out):
         base, q = (o * n_in + j0) * k_size, o * L
-        for e in range(L):
-            mi, p = _adam_entry(base + e, g, m1, m2, w1, beta2, w2, bias2_sqrt, eps)
-            P[q + e] = p
-            B[q + e] = p * w[base + e] - mi * step_size
+        if kind == RAMDA:
+            _ramda_span(ptrs, scal, t, n, base, q, L, P, B)
+        else:
+            _proxgen_span(ptrs, scal, t, n, base, q, L, P, B)
         _add_squares(B, q, L, col_bsq)
         _add_max(P, q, L, col_pmax)
-    one = np.float32(1.0)
-    return _newton_write(
-        w, P, B, n_out, n_in, k_size, j0, m, col_bsq, col_pmax, scal[t, 5], one, tol, max_newton
-    )
+    c, mix = (scal[t, 2], np.float32(scal[t, 3])) if kind == RAMDA else (scal[t, 5], np.float32(1.0))
+    w = _stream(ptrs, t, 0, n)
+    return _newton_write(w, P, B, n_out, n_in, k_size, j0, m, col_bsq, col_pmax, c, mix, tol, max_newton)
 
 
 @njit(cache=True, error_model="numpy")
-def _rmda_chunk(ptrs, scal, t, n_out, n_in, k_size, j0, m, grouped, Y):
+def _adaptive_plain(kind, ptrs, scal, t, j0, m):
+    """RAMDA or ProxGen (``kind``) on entries j0 … j0 + m − 1 of a tensor without a structure term:
+    W̃ = W⁰ − V/P (RAMDA, mixed into W) or W − η/b₁·m/P (ProxGen)."""
+    n = j0 + m
+    w, g = _stream(ptrs, t, 0, n), _stream(ptrs, t, 1, n)
+    if kind == RAMDA:
+        v, u, w0 = _stream(ptrs, t, 2, n), _stream(ptrs, t, 3, n), _stream(ptrs, t, 4, n)
+        s, eps, mix = np.float32(scal[t, 0]), np.float32(scal[t, 1]), np.float32(scal[t, 3])
+        for i in range(j0, n):
+            vi, p = _ramda_entry(i, g, v, u, s, eps)
+            w[i] = _lerp(w[i], w0[i] - vi / p, mix)
+    else:
+        m1, m2 = _stream(ptrs, t, 2, n), _stream(ptrs, t, 3, n)
+        w1, beta2, w2 = np.float32(1.0 - scal[t, 0]), np.float32(scal[t, 1]), np.float32(1.0 - scal[t, 1])
+        bias2_sqrt, step_size, eps = np.float32(scal[t, 2]), np.float32(scal[t, 3]), np.float32(scal[t, 4])
+        for i in range(j0, n):
+            mi, p = _adam_entry(i, g, m1, m2, w1, beta2, w2, bias2_sqrt, eps)
+            w[i] = w[i] - step_size * (mi / p)
+
+
+@njit(cache=True, error_model="numpy")
+def _averaged_chunk(kind, ptrs, scal, t, n_out, n_in, k_size, j0, m, grouped, Y):
+    """RMDA or ProxSGD (``kind``) on a chunk: both keep one state Z and take the prox of Y = X − κ·Z after
+    Z ← a·Z + b·G (RMDA: Z = V, a = 1, b = s, X = W⁰, κ = 1/β; ProxSGD: Z the momentum buffer, a = 1 − c, b = c,
+    X = W, κ = η), then W ← mix(W, prox(Y))."""
     n = n_out * n_in * k_size
-    w, g, v, w0 = (
-        _stream(ptrs, t, 0, n),
-        _stream(ptrs, t, 1, n),
-        _stream(ptrs, t, 2, n),
-        _stream(ptrs, t, 3, n),
-    )
-    s, inv_beta, c, mix = np.float32(scal[t, 0]), np.float32(scal[t, 1]), scal[t, 2], np.float32(scal[t, 3])
+    w, g, z = _stream(ptrs, t, 0, n), _stream(ptrs, t, 1, n), _stream(ptrs, t, 2, n)
+    if kind == RMDA:
+        x = _stream(ptrs, t, 3, n)
+        a, b, kappa = np.float32(1.0), np.float32(scal[t, 0]), np.float32(scal[t, 1])
+        c, mix = scal[t, 2], np.float32(scal[t, 3])
+    else:
+        x = w
+        a, b, kappa = np.float32(1.0 - scal[t, 0]), np.float32(scal[t, 0]), np.float32(scal[t, 1])
+        c, mix = scal[t, 2], np.float32(1.0)
     if not grouped:
         for i in range(j0, j0 + m):
-            vi = v[i] + s * g[i]
-            v[i] = vi
-            w[i] = _lerp(w[i], w0[i] - inv_beta * vi, mix)
+            zi = z[i] * a + b * g[i]
+            z[i] = zi
+            w[i] = _lerp(w[i], x[i] - kappa * zi, mix)
         return
     L = m * k_size
     col_ysq = np.zeros(L)
@@ -331,35 +352,11 @@ def _rmda_chunk(ptrs, scal, t, n_out, n_in, k_size, j0, m, grouped, Y):
         base, q = (o * n_in + j0) * k_size, o * L
         for e in range(L):
             i = base + e
-            vi = v[i] + s * g[i]
-            v[i] = vi
-            Y[q + e] = w0[i] - inv_beta * vi
+            zi = z[i] * a + b * g[i]
+            z[i] = zi
+            Y[q + e] = x[i] - kappa * zi
         _add_squares(Y, q, L, col_ysq)
     _prox_write(w, Y, n_out, n_in, k_size, j0, m, col_ysq, c, mix)
-
-
-@njit(cache=True, error_model="numpy")
-def _proxsgd_chunk(ptrs, scal, t, n_out, n_in, k_size, j0, m, grouped, Y):
-    n = n_out * n_in * k_size
-    w, g, buf = _stream(ptrs, t, 0, n), _stream(ptrs, t, 1, n), _stream(ptrs, t, 2, n)
-    keep, mom, lr = np.float32(1.0 - scal[t, 0]), np.float32(scal[t, 0]), np.float32(scal[t, 1])
-    if not grouped:
-        for i in range(j0, j0 + m):
-            bi = buf[i] * keep + mom * g[i]
-            buf[i] = bi
-            w[i] = w[i] - lr * bi
-        return
-    L = m * k_size
-    col_ysq = np.zeros(L)
-    for o in range(n_out):
-        base, q = (o * n_in + j0) * k_size, o * L
-        for e in range(L):
-            i = base + e
-            bi = buf[i] * keep + mom * g[i]
-            buf[i] = bi
-            Y[q + e] = w[i] - lr * bi
-        _add_squares(Y, q, L, col_ysq)
-    _prox_write(w, Y, n_out, n_in, k_size, j0, m, col_ysq, scal[t, 2], np.float32(1.0))
 
 
 @njit(cache=True, error_model="numpy")
@@ -377,19 +374,15 @@ def _block(kind, ptrs, dims, scal, work, q0, q1, ws, tol, max_newton, iters):
         j0 = ci * m
         mm = min(m, n_in - j0)
         size = n_out * mm * k_size
-        P, B = ws[:size], ws[size : 2 * size]
-        if kind == RAMDA:
-            iters[q] = _ramda_chunk(
-                ptrs, scal, t, n_out, n_in, k_size, j0, mm, grouped, P, B, tol, max_newton
+        if kind in (RMDA, PROXSGD):
+            _averaged_chunk(kind, ptrs, scal, t, n_out, n_in, k_size, j0, mm, grouped, ws[:size])
+        elif grouped:
+            P, B = ws[:size], ws[size : 2 * size]
+            iters[q] = _adaptive_chunk(
+                kind, ptrs, scal, t, n_out, n_in, k_size, j0, mm, P, B, tol, max_newton
             )
-        elif kind == PROXGEN:
-            iters[q] = _proxgen_chunk(
-                ptrs, scal, t, n_out, n_in, k_size, j0, mm, grouped, P, B, tol, max_newton
-            )
-        elif kind == RMDA:
-            _rmda_chunk(ptrs, scal, t, n_out, n_in, k_size, j0, mm, grouped, P)
         else:
-            _proxsgd_chunk(ptrs, scal, t, n_out, n_in, k_size, j0, mm, grouped, P)
+            _adaptive_plain(kind, ptrs, scal, t, j0, mm)
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
