@@ -19,7 +19,9 @@ chunk's state and W are read and written once per step, and only the chunk's scr
 Tensors without a structure term take the same passes without the group sums, in chunks of ``PLAIN_CHUNK``.
 
 Group sums are float64 and run in a fixed order: per column of the chunk (an entry position in the row span) over
-the rows, in a loop of their own that LLVM vectorises, then over k_size. Chunks depend on the tensor's shape alone
+the rows, then over k_size. Per row span the column sums vectorise; RAMDA's and ProxGen's take a loop of their
+own after the state update (with the five state streams in the same loop LLVM would need more runtime alias
+checks than it makes, and would not vectorise it). Chunks depend on the tensor's shape alone
 and threads take whole chunks, so the result does not depend on the number of threads. The cube root is
 correctly rounded to float32 (division-free Newton on x^{-1/3}, two steps in float32 and two in float64).
 """
@@ -130,9 +132,7 @@ def _adam_entry(i, g, m1, m2, w1, beta2, w2, bias2_sqrt, eps):
 
 @njit(inline="always", cache=True, error_model="numpy")
 def _add_squares(y, q, L, sq):
-    """sq[e] += y[q + e]² (float64) for a row span of L entries: its share of the per-column sums. A loop of its
-    own: with the state streams in the same loop, LLVM would need more runtime alias checks than it makes, and
-    would not vectorise."""
+    """sq[e] += y[q + e]² (float64) for a row span of L entries: its share of the per-column sums."""
     for e in range(L):
         sq[e] += np.float64(y[q + e]) * y[q + e]
 
@@ -354,8 +354,9 @@ def _averaged_chunk(kind, ptrs, scal, t, n_out, n_in, k_size, j0, m, grouped, Y)
             i = base + e
             zi = z[i] * a + b * g[i]
             z[i] = zi
-            Y[q + e] = x[i] - kappa * zi
-        _add_squares(Y, q, L, col_ysq)
+            y = x[i] - kappa * zi
+            Y[q + e] = y
+            col_ysq[e] += np.float64(y) * y
     _prox_write(w, Y, n_out, n_in, k_size, j0, m, col_ysq, c, mix)
 
 
