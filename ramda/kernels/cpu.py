@@ -340,11 +340,19 @@ def _averaged_chunk(kind, ptrs, scal, t, n_out, n_in, k_size, j0, m, grouped, Y)
         x = w
         a, b, kappa = np.float32(1.0 - scal[t, 0]), np.float32(scal[t, 0]), np.float32(scal[t, 1])
         c, mix = scal[t, 2], np.float32(1.0)
-    if not grouped:
+    if not grouped and kind == RMDA:
+        for i in range(j0, j0 + m):
+            zi = z[i] + b * g[i]
+            z[i] = zi
+            w[i] = _lerp(w[i], x[i] - kappa * zi, mix)
+        return
+    if (
+        not grouped
+    ):  # X is W: read and written through one array, or LLVM's alias check fails and it runs scalar
         for i in range(j0, j0 + m):
             zi = z[i] * a + b * g[i]
             z[i] = zi
-            w[i] = _lerp(w[i], x[i] - kappa * zi, mix)
+            w[i] = w[i] - kappa * zi
         return
     L = m * k_size
     col_ysq = np.zeros(L)

@@ -1,0 +1,145 @@
+"""Where a fused CPU step's time goes: the numba kernels of ramda.kernels.cpu, part by part, against torch's
+fused AdamW step on the same tensors, in one process.
+
+    python scripts/bench_kernel_costs.py              # ResNet50's weights, 1 thread, CPU clock
+    python scripts/bench_kernel_costs.py --threads 2
+
+On every weight of ResNet50 (the group-LASSO tensors: 25.5 M entries), with random gradients and a state as after
+100 steps, it times ``step()`` of ``AdamW(fused=True)`` and, calling the kernels directly (no optimizer
+bookkeeping):
+
+- ``cube root``: the kernels' correctly rounded float32 cube root alone, on an L1-resident array (the cost per
+  entry with no memory traffic at all), scaled to the entry count;
+- RAMDA ``λ = 0``: the one-pass update without a structure term;
+- RAMDA ``all groups zero``: λ so large that every group is zero, so the step is the first pass (state update,
+  P and b into scratch, the group sums) and the write, with no Newton step;
+- RAMDA ``λ = 0``, grouped: λ = 0 on the group path, where every group is nonzero and takes exactly one Newton
+  step (two evaluations of F);
+- each optimizer's group-LASSO kernel at its paper λ (ImageNet's).
+
+Printed: the median over rounds of each, in ms and as a ratio to the AdamW step timed in the same round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from numba import njit
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ramda.kernels import cpu
+
+STEP = 100  #: the step k the state is taken at
+
+
+@njit(cache=True, error_model="numpy")
+def _cube_roots(u, out):
+    for i in range(u.size):
+        out[i] = np.float32(cpu._cbrt(u[i]))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--threads", type=int, default=1, help="torch and numba threads")
+    ap.add_argument("--rounds", type=int, default=7, help="timed rounds (medians are over these)")
+    ap.add_argument("--clock", choices=["cpu", "wall"], default="cpu", help="process CPU time or wall time")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    cpu.set_threads()
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+
+    from torchvision.models import resnet50
+
+    torch.manual_seed(0)
+    weights = [p.detach() for p in resnet50().parameters() if p.dim() > 1]
+    grads = [torch.randn_like(w) * 1e-2 for w in weights]
+    shapes = [cpu.layout([w], True) for w in weights]
+    entries = sum(w.numel() for w in weights)
+    workspace = cpu.Workspace()
+
+    lr = 1e-2
+    s = lr * math.sqrt(STEP)
+    alpha = sum(lr * math.sqrt(k) for k in range(1, STEP + 1))
+    roots = [math.sqrt(cpu.group_size(shape)) for shape in shapes]
+
+    def ramda(lam: float, grouped: bool) -> Callable[[], None]:
+        tensors = [[w.clone(), g, torch.randn_like(w) * 1e-2, torch.rand_like(w) * 1e-3 + 1e-5, w.clone()]
+                   for w, g in zip(weights, grads)]  # fmt: skip
+        scalars = [(s, 1e-6, alpha * lam * r, 1e-2) for r in roots]
+        return lambda: cpu.run(cpu.RAMDA, tensors, shapes, grouped, scalars, workspace, args.threads)
+
+    def proxgen(lam: float) -> Callable[[], None]:
+        tensors = [[w.clone(), g, torch.randn_like(w) * 1e-3, torch.rand_like(w) * 1e-5]
+                   for w, g in zip(weights, grads)]  # fmt: skip
+        bias1, bias2 = 1 - 0.9**STEP, 1 - 0.999**STEP
+        scalars = [(0.9, 0.999, math.sqrt(bias2), 1e-3 / bias1, 1e-8, 1e-3 * lam * r) for r in roots]
+        return lambda: cpu.run(cpu.PROXGEN, tensors, shapes, True, scalars, workspace, args.threads)
+
+    def rmda(lam: float) -> Callable[[], None]:
+        tensors = [[w.clone(), g, torch.randn_like(w) * 1e-2, w.clone()] for w, g in zip(weights, grads)]
+        beta = math.sqrt(STEP)
+        scalars = [(1.0 * beta, 1 / beta, alpha / beta * lam * r, 0.1) for r in roots]
+        return lambda: cpu.run(cpu.RMDA, tensors, shapes, True, scalars, workspace, args.threads)
+
+    def proxsgd(lam: float) -> Callable[[], None]:
+        tensors = [[w.clone(), g, torch.randn_like(w) * 1e-2] for w, g in zip(weights, grads)]
+        scalars = [(0.1, 0.1, 0.1 * lam * r) for r in roots]
+        return lambda: cpu.run(cpu.PROXSGD, tensors, shapes, True, scalars, workspace, args.threads)
+
+    block = np.random.default_rng(0).uniform(1e-8, 1.0, 1 << 14).astype(np.float32)
+    out = np.empty_like(block)
+    reps = max(1, entries // block.size)
+
+    def cube_roots() -> None:
+        for _ in range(reps):
+            _cube_roots(block, out)
+
+    params = [w.clone().requires_grad_() for w in weights]
+    for p, g in zip(params, grads):
+        p.grad = g.clone()
+    adamw = torch.optim.AdamW(params, lr=1e-3, fused=True)
+    rows: dict[str, Callable[[], None]] = {
+        "cube root alone (L1)": cube_roots,
+        "RAMDA, λ = 0": ramda(0.0, False),
+        "RAMDA, all groups zero": ramda(1e3, True),
+        "RAMDA, λ = 0 on the group path (1 Newton step)": ramda(0.0, True),
+        "RAMDA, paper λ 4e-7": ramda(4e-7, True),
+        "ProxGen, paper λ 1.3e-7": proxgen(1.3e-7),
+        "RMDA, paper λ 1.35e-5": rmda(1.35e-5),
+        "ProxSGD, paper λ 1.25e-5": proxsgd(1.25e-5),
+    }
+    for fn in [adamw.step, *rows.values()]:
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in ["AdamW fused", *rows]}
+    ratios: dict[str, list[float]] = {name: [] for name in rows}
+    for _ in range(args.rounds):
+        t = clock()
+        adamw.step()
+        base = clock() - t
+        times["AdamW fused"].append(base)
+        for name, fn in rows.items():
+            t = clock()
+            fn()
+            times[name].append(clock() - t)
+            ratios[name].append(times[name][-1] / base)
+    print(
+        f"ResNet50 weights ({entries / 1e6:.1f} M entries), {args.threads} thread(s), {args.clock} clock, "
+        f"median of {args.rounds} rounds"
+    )
+    print("| part | ms | × AdamW fused |\n|---|---|---|")
+    print(f"| AdamW fused step | {statistics.median(times['AdamW fused']) * 1e3:.1f} | 1.00 |")
+    for name in rows:
+        print(f"| {name} | {statistics.median(times[name]) * 1e3:.1f} | {statistics.median(ratios[name]):.2f} |")
+
+
+if __name__ == "__main__":
+    main()
