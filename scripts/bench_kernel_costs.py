@@ -138,7 +138,9 @@ def main() -> None:
     print("| part | ms | × AdamW fused |\n|---|---|---|")
     print(f"| AdamW fused step | {statistics.median(times['AdamW fused']) * 1e3:.1f} | 1.00 |")
     for name in rows:
-        print(f"| {name} | {statistics.median(times[name]) * 1e3:.1f} | {statistics.median(ratios[name]):.2f} |")
+        print(
+            f"| {name} | {statistics.median(times[name]) * 1e3:.1f} | {statistics.median(ratios[name]):.2f} |"
+        )
 
 
 if __name__ == "__main__":
