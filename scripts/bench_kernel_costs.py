@@ -8,8 +8,8 @@ On every weight of ResNet50 (the group-LASSO tensors: 25.5 M entries), with rand
 100 steps, it times ``step()`` of ``AdamW(fused=True)`` and, calling the kernels directly (no optimizer
 bookkeeping):
 
-- ``cube root``: the kernels' correctly rounded float32 cube root alone, on an L1-resident array (the cost per
-  entry with no memory traffic at all), scaled to the entry count;
+- ``cube root``: the kernels' correctly rounded float32 cube root alone, as many as there are entries, on an
+  L1-resident array per thread (its cost with no memory traffic at all);
 - RAMDA ``λ = 0``: the one-pass update without a structure term;
 - RAMDA ``all groups zero``: λ so large that every group is zero, so the step is the first pass (state update,
   P and b into scratch, the group sums) and the write, with no Newton step;
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from numba import njit
+from numba import njit, prange
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -41,10 +41,13 @@ from ramda.kernels import cpu
 STEP = 100  #: the step k the state is taken at
 
 
-@njit(cache=True, error_model="numpy")
-def _cube_roots(u, out):
-    for i in range(u.size):
-        out[i] = np.float32(cpu._cbrt(u[i]))
+@njit(parallel=True, cache=True, error_model="numpy")
+def _cube_roots(u, out, reps):
+    """Cube roots of each row of ``u`` (one L1-resident row per thread), ``reps`` times over."""
+    for r in prange(u.shape[0]):
+        for _ in range(reps):
+            for i in range(u.shape[1]):
+                out[r, i] = np.float32(cpu._cbrt(u[r, i]))
 
 
 def main() -> None:
@@ -95,13 +98,12 @@ def main() -> None:
         scalars = [(0.1, 0.1, 0.1 * lam * r) for r in roots]
         return lambda: cpu.run(cpu.PROXSGD, tensors, shapes, True, scalars, workspace, args.threads)
 
-    block = np.random.default_rng(0).uniform(1e-8, 1.0, 1 << 14).astype(np.float32)
+    block = np.random.default_rng(0).uniform(1e-8, 1.0, (args.threads, 1 << 13)).astype(np.float32)
     out = np.empty_like(block)
     reps = max(1, entries // block.size)
 
     def cube_roots() -> None:
-        for _ in range(reps):
-            _cube_roots(block, out)
+        _cube_roots(block, out, reps)
 
     params = [w.clone().requires_grad_() for w in weights]
     for p, g in zip(params, grads):

@@ -464,10 +464,10 @@ def run(
     kind: int, tensors: list[list[Tensor]], shapes: list[tuple[int, int, int]], grouped: bool,
     scalars: list[tuple[float, ...]], workspace: Workspace, threads: int, max_newton: int = newton.MAX_STEPS,
 ) -> np.ndarray:  # fmt: skip
-    """One step of optimizer ``kind`` in place on each entry of ``tensors`` (W, G, then the state as the
-    ``_*_chunk`` kernel of ``kind`` reads it) of :func:`layout` ``shapes``, with a group-LASSO term if ``grouped``,
-    and per-tensor ``scalars`` (as that kernel reads them; the threshold among them is c = t·√|g|). Returns each
-    tensor's Newton steps (0 without a solver)."""
+    """One step of optimizer ``kind`` in place on each entry of ``tensors`` (W, G, then the state as the kernel of
+    ``kind`` reads it: ``_adaptive_chunk`` for RAMDA and ProxGen, ``_averaged_chunk`` for RMDA and ProxSGD) of
+    :func:`layout` ``shapes``, with a group-LASSO term if ``grouped``, and per-tensor ``scalars`` (as that kernel
+    reads them; the threshold among them is c = t·√|g|). Returns each tensor's Newton steps (0 without one)."""
     count = len(tensors)
     ptrs = np.array([[t.data_ptr() for t in ts] for ts in tensors], np.uint64)
     dims = np.empty((count, 5), np.int64)

@@ -205,7 +205,7 @@ class RegularizedOptimizer(Optimizer):
     def _cpu_scalars(
         self, group: dict[str, Any], state: dict[str, Any], root_size: float
     ) -> tuple[float, ...]:
-        """The CPU kernel's scalars for one tensor (in the order its ``_*_chunk`` reads them), whose groups have
+        """The CPU kernel's scalars for one tensor (in the order the kernel of ``cpu_kind`` in :mod:`ramda.kernels.cpu` reads them), whose groups have
         √|g| = ``root_size``: the structure threshold among them is c = t·√|g|, t the prox threshold."""
         raise NotImplementedError
 
