@@ -133,9 +133,8 @@ def test_frontier_experiments_sweep_every_structured_optimizer(name: str) -> Non
     assert str(params["seed"]).split(",") == ["1", "2", "3"]
     if name == "frontier":
         lams = [float(v) for v in str(params["regularizer.lam"]).split(",")]
-        assert (
-            len(lams) >= 6 and lams[0] == 0.0 and max(lams) >= 2e-2
-        )  # none to heavy (measured: docs/export.md)
+        # none to heavy (measured: docs/export.md)
+        assert len(lams) >= 6 and lams[0] == 0.0 and max(lams) >= 2e-2
     else:
         scales = [float(v) for v in str(params["regularizer.scale"]).split(",")]
         assert scales == [0.25, 0.5, 1.0, 2.0, 4.0]  # ×¼ … ×4 around the paper's λ
