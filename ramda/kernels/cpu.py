@@ -81,6 +81,13 @@ def _stream(ptrs, t, s, n):
 
 
 @njit(inline="always", cache=True, error_model="numpy")
+def _streams4(ptrs, t, first, n):
+    """Streams first … first + 3 of tensor t, as :func:`_stream`."""
+    return (_stream(ptrs, t, first, n), _stream(ptrs, t, first + 1, n), _stream(ptrs, t, first + 2, n),
+            _stream(ptrs, t, first + 3, n))  # fmt: skip
+
+
+@njit(inline="always", cache=True, error_model="numpy")
 def _cbrt(x):
     """x^{1/3} for a float32 x ≥ 0 (float64 result that rounds to the correctly rounded float32): r ≈ x^{-1/3} from
     a bit-level guess (3.4 %), Newton r ← r(4 − x r³)/3 twice in float32 and twice in float64, then x·r²."""
@@ -256,12 +263,7 @@ def _prox_write(w, Y, n_out, n_in, k_size, j0, m, col_ysq, c, mix):
 @njit(inline="always", cache=True, error_model="numpy")
 def _ramda_span(ptrs, scal, t, n, base, q, L, P, B):
     """Step 1 of RAMDA on the row span base … base + L − 1 of tensor t (``n`` entries): state, P and b."""
-    g, v, u, w0 = (
-        _stream(ptrs, t, 1, n),
-        _stream(ptrs, t, 2, n),
-        _stream(ptrs, t, 3, n),
-        _stream(ptrs, t, 4, n),
-    )
+    g, v, u, w0 = _streams4(ptrs, t, 1, n)
     s, eps = np.float32(scal[t, 0]), np.float32(scal[t, 1])
     for e in range(L):
         vi, p = _ramda_entry(base + e, g, v, u, s, eps)
@@ -272,12 +274,7 @@ def _ramda_span(ptrs, scal, t, n, base, q, L, P, B):
 @njit(inline="always", cache=True, error_model="numpy")
 def _proxgen_span(ptrs, scal, t, n, base, q, L, P, B):
     """Step 1 of ProxGen on the row span base … base + L − 1 of tensor t (``n`` entries): state, P and b."""
-    w, g, m1, m2 = (
-        _stream(ptrs, t, 0, n),
-        _stream(ptrs, t, 1, n),
-        _stream(ptrs, t, 2, n),
-        _stream(ptrs, t, 3, n),
-    )
+    w, g, m1, m2 = _streams4(ptrs, t, 0, n)
     w1, beta2, w2 = np.float32(1.0 - scal[t, 0]), np.float32(scal[t, 1]), np.float32(1.0 - scal[t, 1])
     bias2_sqrt, step_size, eps = np.float32(scal[t, 2]), np.float32(scal[t, 3]), np.float32(scal[t, 4])
     for e in range(L):
