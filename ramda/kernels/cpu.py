@@ -16,14 +16,14 @@ chunk is ``m`` consecutive groups: in every row a contiguous run of ``m·k_size`
 RMDA and ProxSGD have closed-form proxes: step 1 writes Y (RMDA: V += s·G, Y = W⁰ − V/β; ProxSGD: m ← (1 − c)m
 + c·G, Y = W − η m) and ‖Y_g‖², step 3 writes W ← mix(W, Y_g·max(0, ‖Y_g‖ − τ)/‖Y_g‖) with no step 2. So every
 chunk's state and W are read and written once per step, and only the chunk's scratch is read again.
-Tensors without a structure term take the same passes without the group sums, in chunks of ``PLAIN_CHUNK``.
+Tensors without a structure term take one pass (state and W), in chunks of ``PLAIN_CHUNK`` entries.
 
 Group sums are float64 and run in a fixed order: per column of the chunk (an entry position in the row span) over
 the rows, then over k_size. Per row span the column sums vectorise; RAMDA's and ProxGen's take a loop of their
 own after the state update (with the five state streams in the same loop LLVM would need more runtime alias
-checks than it makes, and would not vectorise it). Chunks depend on the tensor's shape alone
-and threads take whole chunks, so the result does not depend on the number of threads. The cube root is
-correctly rounded to float32 (division-free Newton on x^{-1/3}, two steps in float32 and two in float64).
+checks than it makes, and would not vectorise it). Chunks depend on the tensor's shape alone and threads take
+whole chunks, so the result does not depend on the number of threads. The cube root is correctly rounded to
+float32 (division-free Newton on x^{-1/3}, two steps in float32 and two in float64).
 """
 
 from __future__ import annotations
