@@ -152,15 +152,14 @@ def _add_max(x, q, L, top):
 
 
 @njit(inline="always", cache=True, error_model="numpy")
-def _group_sums(col, m, k_size):
-    """Σ_k col[j·k_size + k] for the m groups of a row span (the per-column sums over the rows, then over k)."""
-    out = np.zeros(m)
+def _group_sums(col, m, k_size, out):
+    """out[j] = Σ_k col[j·k_size + k] for the m groups of a row span (the per-column sums over the rows, then
+    over k)."""
     for jj in range(m):
         a = 0.0
         for k in range(k_size):
             a += col[jj * k_size + k]
         out[jj] = a
-    return out
 
 
 @njit(inline="always", cache=True, error_model="numpy")
@@ -181,7 +180,8 @@ def _newton_write(w, P, B, n_out, n_in, k_size, j0, m, col_bsq, col_pmax, c, mix
     col_f = np.empty(L)
     col_s = np.empty(L)
     rho_e = np.empty(L, np.float32)
-    bsq = _group_sums(col_bsq, m, k_size)
+    bsq = np.empty(m)
+    _group_sums(col_bsq, m, k_size, bsq)
     rho = np.zeros(m)
     f2 = np.zeros(m)
     s3 = np.zeros(m)
@@ -211,8 +211,8 @@ def _newton_write(w, P, B, n_out, n_in, k_size, j0, m, col_bsq, col_pmax, c, mix
                 x = x * x
                 col_f[e] += x
                 col_s[e] += x * p * inv
-        f2[lo:hi] = _group_sums(col_f[e0:e1], hi - lo, k_size)
-        s3[lo:hi] = _group_sums(col_s[e0:e1], hi - lo, k_size)
+        _group_sums(col_f[e0:e1], hi - lo, k_size, f2[lo:hi])
+        _group_sums(col_s[e0:e1], hi - lo, k_size, s3[lo:hi])
         more_lo, more_hi = m, _U(0)
         for jj in range(lo, hi):
             if active[jj]:
@@ -246,7 +246,8 @@ def _prox_write(w, Y, n_out, n_in, k_size, j0, m, col_ysq, c, mix):
     """W ← mix(W, Y_g·max(0, ‖Y_g‖ − c)/‖Y_g‖) for the chunk's groups (Y: scratch, ``[n_out, m·k_size]``;
     col_ysq: per-column ‖Y‖² over the rows)."""
     L = m * k_size
-    ysq = _group_sums(col_ysq, m, k_size)
+    ysq = np.empty(m)
+    _group_sums(col_ysq, m, k_size, ysq)
     for jj in range(m):
         shrunk = max(np.sqrt(ysq[jj]) - c, 0.0)
         ysq[jj] = shrunk / (shrunk + c) if c > 0.0 else 1.0
@@ -272,11 +273,18 @@ def _ramda_span(ptrs, scal, t, n, base, q, L, P, B):
 
 
 @njit(inline="always", cache=True, error_model="numpy")
+def _adam_scalars(scal, t):
+    """ProxGen's per-tensor scalars as :func:`_adam_entry` takes them, and the step size η/b₁: w₁ = 1 − β₁, β₂,
+    1 − β₂, √(1 − β₂ᵗ), η/(1 − β₁ᵗ), ε."""
+    return (np.float32(1.0 - scal[t, 0]), np.float32(scal[t, 1]), np.float32(1.0 - scal[t, 1]),
+            np.float32(scal[t, 2]), np.float32(scal[t, 3]), np.float32(scal[t, 4]))  # fmt: skip
+
+
+@njit(inline="always", cache=True, error_model="numpy")
 def _proxgen_span(ptrs, scal, t, n, base, q, L, P, B):
     """Step 1 of ProxGen on the row span base … base + L − 1 of tensor t (``n`` entries): state, P and b."""
     w, g, m1, m2 = _streams4(ptrs, t, 0, n)
-    w1, beta2, w2 = np.float32(1.0 - scal[t, 0]), np.float32(scal[t, 1]), np.float32(1.0 - scal[t, 1])
-    bias2_sqrt, step_size, eps = np.float32(scal[t, 2]), np.float32(scal[t, 3]), np.float32(scal[t, 4])
+    w1, beta2, w2, bias2_sqrt, step_size, eps = _adam_scalars(scal, t)
     for e in range(L):
         mi, p = _adam_entry(base + e, g, m1, m2, w1, beta2, w2, bias2_sqrt, eps)
         P[q + e] = p
@@ -315,8 +323,7 @@ def _adaptive_plain(kind, ptrs, scal, t, j0, m):
             w[i] = _lerp(w[i], w0[i] - vi / p, mix)
     else:
         m1, m2 = _stream(ptrs, t, 2, n), _stream(ptrs, t, 3, n)
-        w1, beta2, w2 = np.float32(1.0 - scal[t, 0]), np.float32(scal[t, 1]), np.float32(1.0 - scal[t, 1])
-        bias2_sqrt, step_size, eps = np.float32(scal[t, 2]), np.float32(scal[t, 3]), np.float32(scal[t, 4])
+        w1, beta2, w2, bias2_sqrt, step_size, eps = _adam_scalars(scal, t)
         for i in range(j0, n):
             mi, p = _adam_entry(i, g, m1, m2, w1, beta2, w2, bias2_sqrt, eps)
             w[i] = w[i] - step_size * (mi / p)
@@ -337,19 +344,19 @@ def _averaged_chunk(kind, ptrs, scal, t, n_out, n_in, k_size, j0, m, grouped, Y)
         x = w
         a, b, kappa = np.float32(1.0 - scal[t, 0]), np.float32(scal[t, 0]), np.float32(scal[t, 1])
         c, mix = scal[t, 2], np.float32(1.0)
-    if not grouped and kind == RMDA:
-        for i in range(j0, j0 + m):
-            zi = z[i] + b * g[i]
-            z[i] = zi
-            w[i] = _lerp(w[i], x[i] - kappa * zi, mix)
-        return
-    if (
-        not grouped
-    ):  # X is W: read and written through one array, or LLVM's alias check fails and it runs scalar
-        for i in range(j0, j0 + m):
-            zi = z[i] * a + b * g[i]
-            z[i] = zi
-            w[i] = w[i] - kappa * zi
+    if not grouped:
+        # ProxSGD's X is W and its mix is 1: it reads and writes W through ``w`` alone (read through a second
+        # array as well, LLVM's run-time alias check fails and the loop runs scalar).
+        if kind == RMDA:
+            for i in range(j0, j0 + m):
+                zi = z[i] * a + b * g[i]
+                z[i] = zi
+                w[i] = _lerp(w[i], x[i] - kappa * zi, mix)
+        else:
+            for i in range(j0, j0 + m):
+                zi = z[i] * a + b * g[i]
+                z[i] = zi
+                w[i] = w[i] - kappa * zi
         return
     L = m * k_size
     col_ysq = np.zeros(L)
