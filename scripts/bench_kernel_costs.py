@@ -15,7 +15,7 @@ bookkeeping):
   P and b into scratch, the group sums) and the write, with no Newton step;
 - RAMDA ``λ = 0``, grouped: λ = 0 on the group path, where every group is nonzero and takes exactly one Newton
   step (two evaluations of F);
-- each optimizer's group-LASSO kernel at its paper λ (ImageNet's).
+- each optimizer's group-LASSO kernel at its paper λ and learning rate (ImageNet's: ``bench_optim.PAPER``).
 
 Printed: the median over rounds of each, in ms and as a ratio to the AdamW step timed in the same round.
 """
@@ -35,6 +35,8 @@ import torch
 from numba import njit, prange
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench_optim import PAPER  # scripts/ is on the path when this script runs
 
 from ramda.kernels import cpu
 
@@ -69,33 +71,39 @@ def main() -> None:
     entries = sum(w.numel() for w in weights)
     workspace = cpu.Workspace()
 
-    lr = 1e-2
-    s = lr * math.sqrt(STEP)
-    alpha = sum(lr * math.sqrt(k) for k in range(1, STEP + 1))
+    paper = PAPER["resnet50"]
     roots = [math.sqrt(cpu.group_size(shape)) for shape in shapes]
+
+    def dual_averaging(lr: float) -> tuple[float, float]:
+        """s = η√k and α = Σ_{i≤k} η√i at step k = STEP."""
+        return lr * math.sqrt(STEP), sum(lr * math.sqrt(k) for k in range(1, STEP + 1))
 
     def ramda(lam: float, grouped: bool) -> Callable[[], None]:
         tensors = [[w.clone(), g, torch.randn_like(w) * 1e-2, torch.rand_like(w) * 1e-3 + 1e-5, w.clone()]
                    for w, g in zip(weights, grads)]  # fmt: skip
-        scalars = [(s, 1e-6, alpha * lam * r, 1e-2) for r in roots]
+        s, alpha = dual_averaging(paper["RAMDA"]["lr"])
+        scalars = [(s, 1e-6, alpha * lam * r, paper["RAMDA"]["momentum"]) for r in roots]
         return lambda: cpu.run(cpu.RAMDA, tensors, shapes, grouped, scalars, workspace, args.threads)
 
-    def proxgen(lam: float) -> Callable[[], None]:
+    def proxgen() -> Callable[[], None]:
         tensors = [[w.clone(), g, torch.randn_like(w) * 1e-3, torch.rand_like(w) * 1e-5]
                    for w, g in zip(weights, grads)]  # fmt: skip
+        lr, lam = paper["ProxGen"]["lr"], paper["ProxGen"]["lam"]
         bias1, bias2 = 1 - 0.9**STEP, 1 - 0.999**STEP
-        scalars = [(0.9, 0.999, math.sqrt(bias2), 1e-3 / bias1, 1e-8, 1e-3 * lam * r) for r in roots]
+        scalars = [(0.9, 0.999, math.sqrt(bias2), lr / bias1, 1e-8, lr * lam * r) for r in roots]
         return lambda: cpu.run(cpu.PROXGEN, tensors, shapes, True, scalars, workspace, args.threads)
 
-    def rmda(lam: float) -> Callable[[], None]:
+    def rmda() -> Callable[[], None]:
         tensors = [[w.clone(), g, torch.randn_like(w) * 1e-2, w.clone()] for w, g in zip(weights, grads)]
-        beta = math.sqrt(STEP)
-        scalars = [(1.0 * beta, 1 / beta, alpha / beta * lam * r, 0.1) for r in roots]
+        s, alpha = dual_averaging(paper["RMDA"]["lr"])
+        beta, lam = math.sqrt(STEP), paper["RMDA"]["lam"]
+        scalars = [(s, 1 / beta, alpha / beta * lam * r, paper["RMDA"]["momentum"]) for r in roots]
         return lambda: cpu.run(cpu.RMDA, tensors, shapes, True, scalars, workspace, args.threads)
 
-    def proxsgd(lam: float) -> Callable[[], None]:
+    def proxsgd() -> Callable[[], None]:
         tensors = [[w.clone(), g, torch.randn_like(w) * 1e-2] for w, g in zip(weights, grads)]
-        scalars = [(0.1, 0.1, 0.1 * lam * r) for r in roots]
+        lr, momentum, lam = (paper["ProxSGD"][k] for k in ("lr", "momentum", "lam"))
+        scalars = [(momentum, lr, lr * lam * r) for r in roots]
         return lambda: cpu.run(cpu.PROXSGD, tensors, shapes, True, scalars, workspace, args.threads)
 
     block = np.random.default_rng(0).uniform(1e-8, 1.0, (args.threads, 1 << 13)).astype(np.float32)
@@ -114,10 +122,10 @@ def main() -> None:
         "RAMDA, λ = 0": ramda(0.0, False),
         "RAMDA, all groups zero": ramda(1e3, True),
         "RAMDA, λ = 0 on the group path (1 Newton step)": ramda(0.0, True),
-        "RAMDA, paper λ 4e-7": ramda(4e-7, True),
-        "ProxGen, paper λ 1.3e-7": proxgen(1.3e-7),
-        "RMDA, paper λ 1.35e-5": rmda(1.35e-5),
-        "ProxSGD, paper λ 1.25e-5": proxsgd(1.25e-5),
+        f"RAMDA, paper λ {paper['RAMDA']['lam']:g}": ramda(paper["RAMDA"]["lam"], True),
+        f"ProxGen, paper λ {paper['ProxGen']['lam']:g}": proxgen(),
+        f"RMDA, paper λ {paper['RMDA']['lam']:g}": rmda(),
+        f"ProxSGD, paper λ {paper['ProxSGD']['lam']:g}": proxsgd(),
     }
     for fn in [adamw.step, *rows.values()]:
         fn()
