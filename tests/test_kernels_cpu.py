@@ -386,3 +386,53 @@ def test_parallel_chunks_do_not_depend_on_the_thread_count(cls, kw, lam, monkeyp
         outs.append([p.detach().clone() for p in net.parameters()])
     for a, b in zip(*outs):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "cls, kw",
+    [
+        (RAMDA, dict(lr=0.3, momentum=0.5)),
+        (ProxGen, dict(lr=0.05)),
+        (RMDA, dict(lr=0.5, momentum=0.5)),
+        (ProxSGD, dict(lr=0.1, momentum=0.3)),
+    ],
+)
+def test_kept_cpu_batch_follows_changed_tensors(cls, kw):
+    """The batch an optimizer keeps across steps (tensors the kernel takes, their layouts and pointers) against
+    one rebuilt before every step, while storage is reassigned, state replaced, a weight transposed at the same
+    address and a gradient given another layout: the two runs agree bit for bit."""
+    threads = torch.get_num_threads()
+    results = []
+    for rebuild in (False, True):
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Linear(12, 12), nn.Linear(12, 5))
+        conv, square = net[0].weight, net[1].weight
+        opt = cls(param_groups(net, 0.05), fused=True, **kw)
+        conv_group = next(g["params"] for g in opt.param_groups if any(p is conv for p in g["params"]))
+        gen = torch.Generator().manual_seed(1)
+        kept = []
+        for k in range(7):
+            if rebuild:
+                opt._cpu_batches.clear()
+            if k == 2:
+                conv.data = conv.data.clone()
+            if k == 3:
+                name = cls.fused_state[0]
+                opt.state[conv][name] = opt.state[conv][name].clone()
+            if k == 4:
+                square.data = square.data.t()  # same address, other strides: the torch path's from now on
+            for p in net.parameters():
+                g = torch.randn(p.shape, generator=gen)
+                p.grad = g.contiguous(memory_format=torch.channels_last) if k == 5 and p is conv else g
+            torch.set_num_threads(1 if k == 6 else threads)
+            try:
+                opt.step()
+            finally:
+                torch.set_num_threads(threads)
+            kept.append(opt._cpu_batches[id(conv_group)])
+        if not rebuild:
+            assert kept[1] is kept[0], "an unchanged group should keep its batch"
+            assert all(kept[k] is not kept[k - 1] for k in (2, 3, 4, 5)), "each change should rebuild it"
+        results.append([p.detach().clone() for p in net.parameters()])
+    for a, b in zip(*results):
+        assert torch.equal(a, b)

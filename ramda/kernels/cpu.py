@@ -242,23 +242,17 @@ def _newton_write(w, P, B, n_out, n_in, k_size, j0, m, col_bsq, col_pmax, c, mix
 
 
 @njit(cache=True, error_model="numpy")
-def _prox_write(w, Y, n_out, n_in, k_size, j0, m, col_ysq, c, mix):
-    """W ← mix(W, Y_g·max(0, ‖Y_g‖ − c)/‖Y_g‖) for the chunk's groups (Y: scratch, ``[n_out, m·k_size]``;
-    col_ysq: per-column ‖Y‖² over the rows)."""
-    L = m * k_size
+def _prox_scales(col_ysq, m, k_size, c):
+    """max(0, ‖Y_g‖ − c)/‖Y_g‖ for the entries of a row span of the chunk's m groups (col_ysq: per-column ‖Y‖²
+    over the rows), so that prox(Y)_g = Y_g·scale."""
     ysq = np.empty(m)
     _group_sums(col_ysq, m, k_size, ysq)
     for jj in range(m):
         shrunk = max(np.sqrt(ysq[jj]) - c, 0.0)
         ysq[jj] = shrunk / (shrunk + c) if c > 0.0 else 1.0
-    scale = np.empty(L, np.float32)
+    scale = np.empty(m * k_size, np.float32)
     _broadcast(ysq, m, k_size, scale)
-    for o in range(n_out):
-        base = (o * n_in + j0) * k_size
-        q = o * L
-        for e in range(L):
-            i = base + e
-            w[i] = _lerp(w[i], Y[q + e] * scale[e], mix)
+    return scale
 
 
 @njit(inline="always", cache=True, error_model="numpy")
@@ -358,18 +352,38 @@ def _averaged_chunk(kind, ptrs, scal, t, n_out, n_in, k_size, j0, m, grouped, Y)
                 z[i] = zi
                 w[i] = w[i] - kappa * zi
         return
-    L = m * k_size
+    L, row = m * k_size, n_in * k_size
     col_ysq = np.zeros(L)
     for o in range(n_out):
-        base, q = (o * n_in + j0) * k_size, o * L
-        for e in range(L):
-            i = base + e
-            zi = z[i] * a + b * g[i]
-            z[i] = zi
-            y = x[i] - kappa * zi
-            Y[q + e] = y
-            col_ysq[e] += np.float64(y) * y
-    _prox_write(w, Y, n_out, n_in, k_size, j0, m, col_ysq, c, mix)
+        base, q = o * row + j0 * k_size, o * L
+        if kind == RMDA:
+            for e in range(L):
+                i = base + e
+                zi = z[i] * a + b * g[i]
+                z[i] = zi
+                y = x[i] - kappa * zi
+                Y[q + e] = y
+                col_ysq[e] += np.float64(y) * y
+        else:
+            # W holds Y until the scales are known: ProxSGD's mix is 1, so W's old value is not needed again and
+            # the chunk needs no scratch.
+            for e in range(L):
+                i = base + e
+                zi = z[i] * a + b * g[i]
+                z[i] = zi
+                y = w[i] - kappa * zi
+                w[i] = y
+                col_ysq[e] += np.float64(y) * y
+    scale = _prox_scales(col_ysq, m, k_size, c)
+    for o in range(n_out):
+        base, q = o * row + j0 * k_size, o * L
+        if kind == RMDA:
+            for e in range(L):
+                i = base + e
+                w[i] = _lerp(w[i], Y[q + e] * scale[e], mix)
+        else:
+            for e in range(L):
+                w[base + e] = w[base + e] * scale[e]
 
 
 @njit(cache=True, error_model="numpy")
@@ -464,44 +478,72 @@ def group_size(shape: tuple[int, int, int]) -> int:
     return shape[0] * shape[2]
 
 
+class Plan:
+    """How one call cuts its tensors into chunks and the chunks among threads: everything but the pointers and
+    the scalars, so that an optimizer builds it once for a param group and reuses it while the tensors' layouts
+    and the thread count stay the same. ``shapes``: each tensor's :func:`layout`; ``grouped``: with a group-LASSO
+    term; ``threads``: numba threads for the call."""
+
+    def __init__(self, shapes: list[tuple[int, int, int]], grouped: bool, threads: int) -> None:
+        count = len(shapes)
+        dims = np.empty((count, 5), np.int64)
+        chunks = np.empty(count, np.int64)
+        sizes = np.empty(count, np.int64)
+        for i, (n_out, n_in, k_size) in enumerate(shapes):
+            if grouped:
+                unit = LANES // math.gcd(k_size, LANES)
+                m = max(1, min(n_in, CHUNK // (n_out * k_size) // unit * unit))
+            else:
+                n_out, n_in, k_size = 1, n_out * n_in * k_size, 1
+                m = min(n_in, PLAIN_CHUNK)
+            dims[i] = (n_out, n_in, k_size, m, grouped)
+            chunks[i] = -(-n_in // m)
+            sizes[i] = n_out * m * k_size
+        owner = np.repeat(np.arange(count), chunks)
+        first = np.cumsum(chunks) - chunks
+        cost = np.cumsum(sizes[owner])
+        total = int(cost[-1])
+        self.grouped, self.threads, self.dims, self.first = grouped, threads, dims, first
+        self.work = np.stack([owner, np.arange(owner.size) - first[owner]], axis=1)
+        self.chunk_size = int(sizes.max())
+        #: √|g| of each tensor's groups (the structure threshold is c = t·√|g|).
+        self.root_sizes = [math.sqrt(group_size(shape)) for shape in shapes]
+        self.parallel = threads > 1 and total >= PARALLEL_MIN and owner.size > 1
+        if self.parallel:
+            blocks = min(threads, owner.size)
+            self.bounds = np.searchsorted(cost, total * np.arange(blocks + 1) / blocks, side="left")
+            self.bounds[0], self.bounds[-1] = 0, owner.size
+        else:
+            self.bounds = np.array([0, owner.size], np.int64)
+
+    def run(
+        self, kind: int, ptrs: np.ndarray, scalars: list[tuple[float, ...]], workspace: Workspace,
+        max_newton: int = newton.MAX_STEPS,
+    ) -> np.ndarray:  # fmt: skip
+        """One step of optimizer ``kind`` in place on the tensors whose raw pointers are the rows of ``ptrs`` (W, G,
+        then the state as the kernel of ``kind`` reads it: ``_adaptive_chunk`` for RAMDA and ProxGen,
+        ``_averaged_chunk`` for RMDA and ProxSGD), with per-tensor ``scalars`` as that kernel reads them. Returns
+        each tensor's Newton steps (0 without one)."""
+        scal = np.array(scalars, np.float64).reshape(len(self.root_sizes), -1)
+        # Scratch for the group-LASSO steps but ProxSGD's: a chunk's P and b (RAMDA, ProxGen) or Y (RMDA).
+        size = self.chunk_size if self.grouped and kind != PROXSGD else 0
+        iters = np.zeros(self.work.shape[0], np.int64)
+        blocks = self.bounds.size - 1
+        ws = workspace.get(blocks, 2 * size)
+        launch = _run_parallel if self.parallel else _run_serial
+        launch(kind, ptrs, self.dims, scal, self.work, self.bounds, ws, _TOL, max_newton, iters)
+        return np.maximum.reduceat(iters, self.first)
+
+
+def pointers(tensors: list[list[Tensor]]) -> np.ndarray:
+    """The raw data pointers of each tensor list, one row per list, as :meth:`Plan.run` takes them."""
+    return np.array([[t.data_ptr() for t in ts] for ts in tensors], np.uint64)
+
+
 def run(
     kind: int, tensors: list[list[Tensor]], shapes: list[tuple[int, int, int]], grouped: bool,
     scalars: list[tuple[float, ...]], workspace: Workspace, threads: int, max_newton: int = newton.MAX_STEPS,
 ) -> np.ndarray:  # fmt: skip
-    """One step of optimizer ``kind`` in place on each entry of ``tensors`` (W, G, then the state as the kernel of
-    ``kind`` reads it: ``_adaptive_chunk`` for RAMDA and ProxGen, ``_averaged_chunk`` for RMDA and ProxSGD) of
-    :func:`layout` ``shapes``, with a group-LASSO term if ``grouped``, and per-tensor ``scalars`` (as that kernel
-    reads them; the threshold among them is c = t·√|g|). Returns each tensor's Newton steps (0 without one)."""
-    count = len(tensors)
-    ptrs = np.array([[t.data_ptr() for t in ts] for ts in tensors], np.uint64)
-    dims = np.empty((count, 5), np.int64)
-    chunks = np.empty(count, np.int64)
-    sizes = np.empty(count, np.int64)
-    for i, (n_out, n_in, k_size) in enumerate(shapes):
-        if grouped:
-            unit = LANES // math.gcd(k_size, LANES)
-            m = max(1, min(n_in, CHUNK // (n_out * k_size) // unit * unit))
-        else:
-            n_out, n_in, k_size = 1, n_out * n_in * k_size, 1
-            m = min(n_in, PLAIN_CHUNK)
-        dims[i] = (n_out, n_in, k_size, m, grouped)
-        chunks[i] = -(-n_in // m)
-        sizes[i] = n_out * m * k_size
-    scal = np.array(scalars, np.float64).reshape(count, -1)
-    owner = np.repeat(np.arange(count), chunks)
-    first = np.cumsum(chunks) - chunks
-    work = np.stack([owner, np.arange(owner.size) - first[owner]], axis=1)
-    size = int(sizes.max())
-    cost = np.cumsum(sizes[owner])
-    total = int(cost[-1])
-    iters = np.zeros(owner.size, np.int64)
-    if threads > 1 and total >= PARALLEL_MIN and owner.size > 1:
-        blocks = min(threads, owner.size)
-        bounds = np.searchsorted(cost, total * np.arange(blocks + 1) / blocks, side="left")
-        bounds[0], bounds[-1] = 0, owner.size
-        ws = workspace.get(blocks, 2 * size)
-        _run_parallel(kind, ptrs, dims, scal, work, bounds, ws, _TOL, max_newton, iters)
-    else:
-        ws = workspace.get(1, 2 * size)
-        _run_serial(kind, ptrs, dims, scal, work, np.zeros(2, np.int64), ws, _TOL, max_newton, iters)
-    return np.maximum.reduceat(iters, first)
+    """:meth:`Plan.run` on ``tensors`` (lists of W, G and the state) with a plan made for this call."""
+    plan = Plan(shapes, grouped, threads)
+    return plan.run(kind, pointers(tensors), scalars, workspace, max_newton)

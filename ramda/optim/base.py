@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
@@ -65,6 +66,7 @@ class RegularizedOptimizer(Optimizer):
         self._solver_calls = 0
         self._workspace: Any = None
         self._threads: int | None = None
+        self._cpu_batches: dict[int, _CpuBatch] = {}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Unpickling and ``load_state_dict`` land here with the new param groups: options added since the
@@ -161,46 +163,67 @@ class RegularizedOptimizer(Optimizer):
         kind = None if group.get("fused") is False else self._fused_kind(group, reg)
         if kind is None or not self.fused_kernels:
             return list(range(len(params)))
-        rest, cpu_batch = [], []
+        on_cpu = [i for i, p in enumerate(params) if p.is_cpu]
+        rest = self._cpu_fused_steps(group, kind, on_cpu, params, grads, states) if on_cpu else []
+        if len(on_cpu) == len(params):
+            return rest
         for i, (p, g, state) in enumerate(zip(params, grads, states)):
+            if p.is_cpu:
+                continue
             kernel = self.fused_kernels.get((p.device.type, kind))
-            data = None if kernel is None else self._kernel_data(group, kind, [p, g, *self._state_of(state)])
+            data = None if kernel is None else self._kernel_data(group, [p, g, *self._state_of(state)])
             if data is None:
                 rest.append(i)
-            elif p.is_cpu:
-                cpu_batch.append((i, data))
-            else:
-                iters = kernel(self, group, state, data)
-                if iters is not None:
-                    self._record_iters(iters, p.device)
-                # The kernels write through raw pointers: tell autograd that W and the state changed in place.
-                torch.autograd.graph.increment_version([p, *self._state_of(state)])
-        if cpu_batch:
-            # One call for all the group's CPU tensors: the numba kernels take a table of them.
-            batch_states = [states[i] for i, _ in cpu_batch]
-            tensors = [data[0] for _, data in cpu_batch]
-            iters = self.fused_kernels[("cpu", kind)](
-                self, group, batch_states, (tensors, [data[1] for _, data in cpu_batch])
-            )
+                continue
+            iters = kernel(self, group, state, data)
             if iters is not None:
-                self._record_iters(int(sum(iters)), params[0].device, calls=len(iters))
-            torch.autograd.graph.increment_version([t for ts in tensors for t in ts if t is not ts[1]])
-        return rest
+                self._record_iters(iters, p.device)
+            # The kernels write through raw pointers: tell autograd that W and the state changed in place.
+            torch.autograd.graph.increment_version([p, *self._state_of(state)])
+        return sorted(rest)
 
-    def _cpu_step(self, group: dict[str, Any], states: list[dict], data: Any, grouped: bool) -> Any:
-        """One numba call of kernel :attr:`cpu_kind` over the group's CPU tensors ``data``: its group-LASSO branch
-        when ``grouped``, else the unregularised one, each tensor with its :meth:`_cpu_scalars`; returns the
-        Newton iterations per tensor for an optimizer with a solver (``None`` without)."""
-        from ramda.kernels import cpu
+    def _cpu_fused_steps(
+        self,
+        group: dict[str, Any],
+        kind: str,
+        index: list[int],
+        params: list[Tensor],
+        grads: list[Tensor],
+        states: list[dict[str, Any]],
+    ) -> list[int]:
+        """One numba call for the group's CPU tensors ``index`` that the kernel takes (their :class:`_CpuBatch`
+        is kept across steps while it still describes them); returns the indices of the others."""
+        kernel = self.fused_kernels.get(("cpu", kind))
+        if kernel is None or not self._backend_ready(group, "numba", numba_available):
+            return index
+        names = self.fused_state
+        held = [[params[i], *[states[i][name] for name in names]] for i in index]
+        cpu_grads = [grads[i] for i in index]
+        threads = self._cpu_threads()
+        key = id(group["params"])
+        batch = self._cpu_batches.get(key)
+        ptrs = None if batch is None else batch.pointers(kind, held, cpu_grads, threads)
+        if ptrs is None:
+            batch = _CpuBatch(kind, held, cpu_grads, threads)
+            self._cpu_batches[key] = batch
+            ptrs = batch.ptrs
+        if batch.taken:
+            iters = kernel(self, group, [states[index[j]] for j in batch.taken], (batch.plan, ptrs))
+            if iters is not None:
+                self._record_iters(int(sum(iters)), params[index[0]].device, calls=len(iters))
+            # The kernels write through raw pointers: tell autograd that W and the state changed in place.
+            torch.autograd.graph.increment_version([t for j in batch.taken for t in held[j]])
+        return [index[j] for j in batch.rest]
 
-        tensors, shapes = data
-        scalars = [
-            self._cpu_scalars(group, state, math.sqrt(cpu.group_size(shape)))
-            for state, shape in zip(states, shapes)
-        ]
-        kind = getattr(cpu, self.cpu_kind)
-        iters = cpu.run(kind, tensors, shapes, grouped, scalars, self._cpu_workspace(), self._cpu_threads())
-        return iters if self.uses_solver else None
+    def _cpu_step(self, group: dict[str, Any], states: list[dict], data: Any) -> Any:
+        """One numba call of kernel :attr:`cpu_kind` over the group's CPU tensors ``data`` (a
+        :class:`ramda.kernels.cpu.Plan` and the tensors' pointers), each tensor with its :meth:`_cpu_scalars`;
+        returns the Newton iterations per tensor for an optimizer with a solver (``None`` without)."""
+        cpu = _cpu_kernels()
+        plan, ptrs = data
+        scalars = [self._cpu_scalars(group, state, root) for state, root in zip(states, plan.root_sizes)]
+        iters = plan.run(getattr(cpu, self.cpu_kind), ptrs, scalars, self._cpu_workspace())
+        return iters if self.uses_solver and plan.grouped else None
 
     def _cpu_scalars(
         self, group: dict[str, Any], state: dict[str, Any], root_size: float
@@ -209,28 +232,18 @@ class RegularizedOptimizer(Optimizer):
         √|g| = ``root_size``: the structure threshold among them is c = t·√|g|, t the prox threshold."""
         raise NotImplementedError
 
-    def _cpu_group_lasso(self, group: dict[str, Any], states: list[dict], data: Any) -> Any:
-        return self._cpu_step(group, states, data, True)
-
-    def _cpu_plain(self, group: dict[str, Any], states: list[dict], data: Any) -> None:
-        self._cpu_step(group, states, data, False)
-
     def _state_of(self, state: dict[str, Any]) -> list[Tensor]:
         return [state[name] for name in self.fused_state]
 
-    def _kernel_data(self, group: dict[str, Any], kind: str, tensors: list[Tensor]) -> Any:
-        """What the kernel for ``tensors`` (the parameter, its gradient, then the state) takes, or ``None`` when
-        it cannot take them (dtype, layout, size, backend not installed)."""
-        p = tensors[0]
-        if p.is_cuda:
-            ok = gpu_supported(tensors) and self._backend_ready(group, "triton", triton_available)
-            return tensors if ok else None
-        if not p.is_cpu or not self._backend_ready(group, "numba", numba_available):
-            return None
-        from ramda.kernels import cpu  # numba loads only when a CPU kernel runs
-
-        shape = cpu.layout(tensors, grouped=kind != PLAIN)
-        return None if shape is None else (tensors, shape)
+    def _kernel_data(self, group: dict[str, Any], tensors: list[Tensor]) -> Any:
+        """What a CUDA kernel for ``tensors`` (the parameter, its gradient, then the state) takes, or ``None``
+        when it cannot take them (dtype, layout, size, Triton not installed)."""
+        ok = (
+            tensors[0].is_cuda
+            and gpu_supported(tensors)
+            and self._backend_ready(group, "triton", triton_available)
+        )
+        return tensors if ok else None
 
     @staticmethod
     def _backend_ready(group: dict[str, Any], name: str, available: Callable[[], bool]) -> bool:
@@ -247,17 +260,13 @@ class RegularizedOptimizer(Optimizer):
     def _cpu_workspace(self) -> Any:
         """The CPU kernels' scratch arrays (:class:`ramda.kernels.cpu.Workspace`), made on first use."""
         if self._workspace is None:
-            from ramda.kernels.cpu import Workspace
-
-            self._workspace = Workspace()
+            self._workspace = _cpu_kernels().Workspace()
         return self._workspace
 
     def _cpu_threads(self) -> int:
         """Threads for the CPU kernels: torch's thread count, read once per step."""
         if self._threads is None:
-            from ramda.kernels.cpu import set_threads
-
-            self._threads = set_threads()
+            self._threads = _cpu_kernels().set_threads()
         return self._threads
 
     def _record_iters(self, iters: Tensor | int, device: torch.device, calls: int = 1) -> None:
@@ -288,14 +297,14 @@ class RegularizedOptimizer(Optimizer):
                 loss = closure()
         self._threads = None
         for index, group in enumerate(self.param_groups):
-            params = self._with_grads(group)
+            params, grads = self._with_grads(group)
             if not params:
                 continue
             states = [self.state[p] for p in params]
             if any(p.is_complex() for p in params):
                 self._check_complex(group, self.regularizer_of(group), index)
-            grads = [_real(p.grad) for p in params]
-            params = [_real(p) for p in params]
+                grads = [_real(g) for g in grads]
+                params = [_real(p) for p in params]
             if isinstance(group["lr"], Tensor):
                 group = {**group, "lr": group["lr"].item()}
             self._group_step(group, params, grads, states)
@@ -320,20 +329,85 @@ class RegularizedOptimizer(Optimizer):
                         state[name].zero_()
 
     @staticmethod
-    def _with_grads(group: dict[str, Any]) -> list[Tensor]:
-        params = [p for p in group["params"] if p.grad is not None and p.numel() > 0]  # empty: nothing to do
-        for p in params:
-            if p.grad.is_sparse:
-                raise RuntimeError("sparse gradients are not supported")
-        return params
+    def _with_grads(group: dict[str, Any]) -> tuple[list[Tensor], list[Tensor]]:
+        """The group's tensors that have a gradient and entries (an empty one has nothing to do), and their
+        gradients."""
+        params, grads = [], []
+        for p in group["params"]:
+            g = p.grad
+            if g is not None and p.numel() > 0:
+                if g.is_sparse:
+                    raise RuntimeError("sparse gradients are not supported")
+                params.append(p)
+                grads.append(g)
+        return params, grads
 
 
 #: The CPU kernels of an optimizer with a :attr:`~RegularizedOptimizer.cpu_kind` and its
 #: :meth:`~RegularizedOptimizer._cpu_scalars`: group LASSO and unregularised.
 CPU_KERNELS: dict[tuple[str, str], FusedKernel] = {
-    ("cpu", "group_lasso"): RegularizedOptimizer._cpu_group_lasso,
-    ("cpu", PLAIN): RegularizedOptimizer._cpu_plain,
+    ("cpu", "group_lasso"): RegularizedOptimizer._cpu_step,
+    ("cpu", PLAIN): RegularizedOptimizer._cpu_step,
 }
+
+
+def _cpu_kernels() -> Any:
+    """:mod:`ramda.kernels.cpu`, imported on first use (numba loads only when a CPU kernel runs)."""
+    from ramda.kernels import cpu
+
+    return cpu
+
+
+class _CpuBatch:
+    """A param group's CPU tensors as one numba call takes them, kept across steps: which ones the kernel takes
+    (``taken``: float32, one :func:`ramda.kernels.cpu.layout` for W, its gradient and its state) and which it
+    leaves to the plain-torch path (``rest``), and the call's :class:`ramda.kernels.cpu.Plan`.
+
+    It stays valid while W and the state are the same tensor objects with the same addresses and strides, the
+    gradients keep the dtype, shape and strides they had, and the kernel kind and the thread count are the same:
+    then only the gradients' pointers are new. Anything else (a tensor replaced, ``p.data`` reassigned, a view
+    changed in place, a gradient of another layout, a new state after ``load_state_dict``) builds a new batch,
+    with every layout checked again. (W's shape cannot change alone: torch gives a gradient W's shape.)"""
+
+    def __init__(self, kind: str, held: list[list[Tensor]], grads: list[Tensor], threads: int) -> None:
+        cpu = _cpu_kernels()
+        self.kind, self.held, self.threads = kind, held, threads
+        self.grad_meta = [(g.dtype, g.shape, g.stride()) for g in grads]
+        self.taken, self.rest, shapes, rows = [], [], [], []
+        for j, (ts, g) in enumerate(zip(held, grads)):
+            shape = cpu.layout([ts[0], g, *ts[1:]], grouped=kind != PLAIN)
+            if shape is None:
+                self.rest.append(j)
+            else:
+                self.taken.append(j)
+                shapes.append(shape)
+                rows.append([ts[0], g, *ts[1:]])
+        self.plan = cpu.Plan(shapes, kind != PLAIN, threads) if shapes else None
+        self.ptrs = cpu.pointers(rows)
+        self.strides = self._strides(held)
+
+    def _strides(self, held: list[list[Tensor]]) -> list[tuple[int, ...]]:
+        return [t.stride() for j in self.taken for t in held[j]]
+
+    def pointers(self, kind: str, held: list[list[Tensor]], grads: list[Tensor], threads: int) -> Any:
+        """The call's pointer table for this step, or ``None`` when the batch no longer describes the tensors."""
+        if kind != self.kind or threads != self.threads or len(held) != len(self.held):
+            return None
+        for now, then in zip(held, self.held):
+            for a, b in zip(now, then):
+                if a is not b:
+                    return None
+        for g, (dtype, shape, stride) in zip(grads, self.grad_meta):
+            if g.dtype != dtype or g.shape != shape or g.stride() != stride:
+                return None
+        if not self.taken:
+            return self.ptrs
+        ptrs = _cpu_kernels().pointers([[held[j][0], grads[j], *held[j][1:]] for j in self.taken])
+        fixed = np.ones(ptrs.shape[1], bool)
+        fixed[1] = False  # the gradients' column: new tensors every step after zero_grad()
+        if not np.array_equal(ptrs[:, fixed], self.ptrs[:, fixed]) or self._strides(held) != self.strides:
+            return None
+        return ptrs
 
 
 def _real(t: Tensor) -> Tensor:
