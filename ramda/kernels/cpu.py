@@ -1,7 +1,7 @@
 """Fused CPU steps (numba) for RAMDA, ProxGen, RMDA and ProxSGD, many tensors per call.
 
-A call takes a table of tensors (raw data pointers, so building it costs about a microsecond per tensor) and
-cuts each tensor into chunks of consecutive groups (``CHUNK``), the unit of work of a thread. A group-LASSO
+A call takes a table of tensors (raw data pointers) and a :class:`Plan` that cuts each tensor into chunks of
+consecutive groups (``CHUNK``), the unit of work of a thread; an optimizer keeps the plan across steps. A group-LASSO
 tensor is viewed as ``[n_out, n_in, k_size]`` (group j = ``[:, j, :]``, its ``n_out·k_size`` entries) and a
 chunk is ``m`` consecutive groups: in every row a contiguous run of ``m·k_size`` floats. Per chunk:
 
@@ -13,9 +13,10 @@ chunk is ``m`` consecutive groups: in every row a contiguous run of ``m·k_size`
    group stops at its first iterate with |F − 1| ≤ ``tol``;
 3. W̃_g = b_g ρ/(P_g ρ + c) is mixed into W: W ← W + m·(W̃ − W) (exactly W̃ when m = 1).
 
-RMDA and ProxSGD have closed-form proxes: step 1 writes Y (RMDA: V += s·G, Y = W⁰ − V/β; ProxSGD: m ← (1 − c)m
-+ c·G, Y = W − η m) and ‖Y_g‖², step 3 writes W ← mix(W, Y_g·max(0, ‖Y_g‖ − τ)/‖Y_g‖) with no step 2. So every
-chunk's state and W are read and written once per step, and only the chunk's scratch is read again.
+RMDA and ProxSGD have closed-form proxes: step 1 writes Y (RMDA: V += s·G, Y = W⁰ − V/β, into scratch; ProxSGD:
+m ← (1 − c)m + c·G, Y = W − η m, into W itself, whose old value its mix of 1 never needs again) and ‖Y_g‖², step 3
+writes W ← mix(W, Y_g·max(0, ‖Y_g‖ − τ)/‖Y_g‖) with no step 2. So every chunk's state and W are read and written
+once per step, and only the chunk's scratch (ProxSGD: its W) is read again.
 Tensors without a structure term take one pass (state and W), in chunks of ``PLAIN_CHUNK`` entries.
 
 Group sums are float64 and run in a fixed order: per column of the chunk (an entry position in the row span) over
