@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
@@ -301,7 +302,7 @@ class RegularizedOptimizer(Optimizer):
             if not params:
                 continue
             states = [self.state[p] for p in params]
-            if any(p.is_complex() for p in params):
+            if any(map(torch.is_complex, params)):
                 self._check_complex(group, self.regularizer_of(group), index)
                 grads = [_real(g) for g in grads]
                 params = [_real(p) for p in params]
@@ -371,9 +372,10 @@ class _CpuBatch:
 
     def __init__(self, kind: str, held: list[list[Tensor]], grads: list[Tensor], threads: int) -> None:
         cpu = _cpu_kernels()
-        self.kind, self.held, self.threads = kind, held, threads
-        self.grad_meta = [(g.dtype, g.shape, g.stride()) for g in grads]
-        self.taken, self.rest, shapes, rows = [], [], [], []
+        self.kind, self.threads = kind, threads
+        self.held = [t for ts in held for t in ts]
+        self.grad_meta = _grad_meta(grads)
+        self.taken, self.rest, shapes = [], [], []
         for j, (ts, g) in enumerate(zip(held, grads)):
             shape = cpu.layout([ts[0], g, *ts[1:]], grouped=kind != PLAIN)
             if shape is None:
@@ -381,33 +383,41 @@ class _CpuBatch:
             else:
                 self.taken.append(j)
                 shapes.append(shape)
-                rows.append([ts[0], g, *ts[1:]])
         self.plan = cpu.Plan(shapes, kind != PLAIN, threads) if shapes else None
-        self.ptrs = cpu.pointers(rows)
-        self.strides = self._strides(held)
+        self.ptrs, self.strides = self._table(held, grads)
 
-    def _strides(self, held: list[list[Tensor]]) -> list[tuple[int, ...]]:
-        return [t.stride() for j in self.taken for t in held[j]]
+    def _table(
+        self, held: list[list[Tensor]], grads: list[Tensor]
+    ) -> tuple[np.ndarray, list[tuple[int, ...]]]:
+        """The kernel's pointer table (a row per taken tensor: W, G, the state) and the strides of W and the
+        state."""
+        rows = [t for j in self.taken for t in (held[j][0], grads[j], *held[j][1:])]
+        width = len(held[0]) + 1 if held else 0
+        ptrs = np.fromiter(map(Tensor.data_ptr, rows), np.uint64, len(rows)).reshape(len(self.taken), width)
+        return ptrs, list(map(Tensor.stride, (t for j in self.taken for t in held[j])))
 
     def pointers(self, kind: str, held: list[list[Tensor]], grads: list[Tensor], threads: int) -> Any:
         """The call's pointer table for this step, or ``None`` when the batch no longer describes the tensors."""
-        if kind != self.kind or threads != self.threads or len(held) != len(self.held):
+        flat = [t for ts in held for t in ts]
+        if kind != self.kind or threads != self.threads or len(flat) != len(self.held):
             return None
-        for now, then in zip(held, self.held):
-            for a, b in zip(now, then):
-                if a is not b:
-                    return None
-        for g, (dtype, shape, stride) in zip(grads, self.grad_meta):
-            if g.dtype != dtype or g.shape != shape or g.stride() != stride:
-                return None
-        if not self.taken:
-            return self.ptrs
-        ptrs = _cpu_kernels().pointers([[held[j][0], grads[j], *held[j][1:]] for j in self.taken])
+        if not all(map(operator.is_, flat, self.held)) or _grad_meta(grads) != self.grad_meta:
+            return None
+        ptrs, strides = self._table(held, grads)
         fixed = np.ones(ptrs.shape[1], bool)
         fixed[1] = False  # the gradients' column: new tensors every step after zero_grad()
-        if not np.array_equal(ptrs[:, fixed], self.ptrs[:, fixed]) or self._strides(held) != self.strides:
+        if strides != self.strides or not np.array_equal(ptrs[:, fixed], self.ptrs[:, fixed]):
             return None
         return ptrs
+
+
+def _grad_meta(grads: list[Tensor]) -> tuple[list[Any], ...]:
+    """The gradients' dtypes, shapes and strides (what decides whether the kernel can take them)."""
+    return (
+        list(map(operator.attrgetter("dtype"), grads)),
+        list(map(Tensor.size, grads)),
+        list(map(Tensor.stride, grads)),
+    )
 
 
 def _real(t: Tensor) -> Tensor:
