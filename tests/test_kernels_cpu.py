@@ -106,6 +106,7 @@ def test_ramda_kernel_solves_the_subproblem(shape, layout):
     assert opt.solver_iterations() >= 1
 
 
+
 def test_groups_still_moving_after_the_fused_write_are_written_again():
     """With momentum 1 the kernel writes W in the pass that evaluates the first Newton iterate; groups that need
     more steps are written again with their final ρ. Entries of very different sizes within each group make P
@@ -127,7 +128,6 @@ def test_groups_still_moving_after_the_fused_write_are_written_again():
     assert max(steps) >= 2, f"the instance should need several Newton steps, took {steps}"
     want = reference_ramda(w0, [g.double().numpy() for g in grads], lr, lam, eps)
     np.testing.assert_allclose(w.detach().double().numpy(), want, rtol=2e-5, atol=2e-6 * np.abs(want).max())
-
 
 def mixed_net(seed=0):
     torch.manual_seed(seed)
