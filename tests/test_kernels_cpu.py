@@ -106,29 +106,6 @@ def test_ramda_kernel_solves_the_subproblem(shape, layout):
     assert opt.solver_iterations() >= 1
 
 
-
-def test_groups_still_moving_after_the_fused_write_are_written_again():
-    """With momentum 1 the kernel writes W in the pass that evaluates the first Newton iterate; groups that need
-    more steps are written again with their final ρ. Entries of very different sizes within each group make P
-    uneven, so that several groups need more than one step; the result is the bisection solution."""
-    torch.manual_seed(3)
-    shape = (40, 16, 3, 3)
-    spread = 10.0 ** (4.0 * torch.rand(shape) - 2.0)  # entries from 1e-2 to 1e2 within every group
-    w = nn.Parameter(torch.randn(shape))
-    w0 = w.detach().double().numpy().copy()
-    lr, eps = 0.3, 1e-6
-    grads = [torch.randn(shape) * spread for _ in range(2)]
-    lam = lambda_splitting_groups(w0, [g.double().numpy() for g in grads], lr, eps)
-    opt = RAMDA([{"params": [w], "lam": lam}], lr=lr, momentum=1.0, eps=eps, fused=True)
-    steps = []
-    for g in grads:
-        w.grad = g
-        opt.step()
-        steps.append(opt.solver_iterations())
-    assert max(steps) >= 2, f"the instance should need several Newton steps, took {steps}"
-    want = reference_ramda(w0, [g.double().numpy() for g in grads], lr, lam, eps)
-    np.testing.assert_allclose(w.detach().double().numpy(), want, rtol=2e-5, atol=2e-6 * np.abs(want).max())
-
 def mixed_net(seed=0):
     torch.manual_seed(seed)
     return nn.Sequential(

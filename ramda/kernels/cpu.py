@@ -11,9 +11,7 @@ chunk is ``m`` consecutive groups: in every row a contiguous run of ``m·k_size`
 2. groups with ‖b_g‖ ≤ c = t·√|g| are exactly zero; the others solve F(ρ) = ‖b_g/(P_g ρ + c)‖ = 1 by Newton on
    1/F − 1 from ρ₀ = (‖b_g‖ − c)/max P_g, each step evaluating F and F' over the chunk's still-moving groups; a
    group stops at its first iterate with |F − 1| ≤ ``tol``;
-3. W̃_g = b_g ρ·(1/(P_g ρ + c)) is mixed into W: W ← W + m·(W̃ − W) (exactly W̃ when m = 1). With m = 1 (ProxGen,
-   RAMDA with momentum 1) W's old value is never needed, so this write shares the pass of the evaluation at the
-   first Newton iterate, the last one for most groups; groups that move on are written again at the end.
+3. W̃_g = b_g ρ/(P_g ρ + c) is mixed into W: W ← W + m·(W̃ − W) (exactly W̃ when m = 1).
 
 RMDA and ProxSGD have closed-form proxes: step 1 writes Y (RMDA: V += s·G, Y = W⁰ − V/β, into scratch; ProxSGD:
 m ← (1 − c)m + c·G, Y = W − η m, into W itself, whose old value its mix of 1 never needs again) and ‖Y_g‖², step 3
@@ -174,55 +172,10 @@ def _broadcast(x, m, k_size, out):
             out[jj * k_size + k] = r
 
 
-@njit(inline="always", cache=True, error_model="numpy")
-def _evaluate(P, B, q, e0, e1, rho_e, cf, col_f, col_s):
-    """One row's share of F² and of F·|F'| (per column) over the entries e0 … e1 − 1 of the row at q."""
-    for e in range(e0, e1):
-        p = P[q + e]
-        inv = np.float32(1.0) / (p * rho_e[e] + cf)
-        x = B[q + e] * inv
-        x = x * x
-        col_f[e] += x
-        col_s[e] += x * p * inv
-
-
-@njit(inline="always", cache=True, error_model="numpy")
-def _write_evaluate(w, base, P, B, q, e0, e1, rho_e, cf, col_f, col_s):
-    """:func:`_write_span` with mix = 1 and :func:`_evaluate` in one pass over the entries e0 … e1 − 1 of a row."""
-    for e in range(e0, e1):
-        p = P[q + e]
-        r = rho_e[e]
-        inv = np.float32(1.0) / (p * r + cf)
-        b = B[q + e]
-        w[base + e] = b * r * inv
-        x = b * inv
-        x = x * x
-        col_f[e] += x
-        col_s[e] += x * p * inv
-
-
-@njit(inline="always", cache=True, error_model="numpy")
-def _write_span(w, base, P, B, q, e0, e1, rho_e, cf, mix):
-    """W ← mix(W, W̃) over the entries e0 … e1 − 1 of a row (W at base, P and B at q), W̃ = b ρ/(P ρ + c); with
-    mix = 1 W is not read (W̃ is W's next value)."""
-    if mix == 1.0:
-        for e in range(e0, e1):
-            r = rho_e[e]
-            w[base + e] = B[q + e] * r * (np.float32(1.0) / (P[q + e] * r + cf))
-    else:
-        for e in range(e0, e1):
-            r = rho_e[e]
-            w[base + e] = _lerp(w[base + e], B[q + e] * r * (np.float32(1.0) / (P[q + e] * r + cf)), mix)
-
-
 @njit(cache=True, error_model="numpy")
 def _newton_write(w, P, B, n_out, n_in, k_size, j0, m, col_bsq, col_pmax, c, mix, tol, max_newton):
     """Steps 2 and 3 of the module docstring for the chunk's groups j0 … j0+m−1 (P, B: its scratch, row-major
-    ``[n_out, m·k_size]``; col_bsq, col_pmax: per-column ‖b‖² and max P over the rows); returns the Newton steps.
-
-    With mix = 1 (W̃ is W's next value, so W's old value is never needed) the write of step 3 is done in the same
-    pass as the evaluation at the first Newton iterate, which is the last evaluation for most groups; groups that
-    still move after it are written again at the end, from the same P and b, with their final ρ."""
+    ``[n_out, m·k_size]``; col_bsq, col_pmax: per-column ‖b‖² and max P over the rows); returns the Newton steps."""
     L = m * k_size
     cf = np.float32(c)
     col_f = np.empty(L)
@@ -245,24 +198,20 @@ def _newton_write(w, P, B, n_out, n_in, k_size, j0, m, col_bsq, col_pmax, c, mix
             rho[jj] = (bn - c) / pmax
             lo, hi = min(lo, _U(jj)), _U(jj) + _U(1)
     it = 0
-    written = False
-    stale_lo, stale_hi = m, _U(0)  # groups whose ρ changed after W was written
     while lo < hi:
+        _broadcast(rho[lo:hi], hi - lo, k_size, rho_e[lo * k_size :])
         e0, e1 = lo * k_size, hi * k_size
         col_f[e0:e1] = 0.0
         col_s[e0:e1] = 0.0
-        if mix == 1.0 and it == 1:
-            _broadcast(rho, m, k_size, rho_e)
-            for o in range(n_out):
-                base, q = (o * n_in + j0) * k_size, o * L
-                _write_span(w, base, P, B, q, _U(0), e0, rho_e, cf, mix)
-                _write_evaluate(w, base, P, B, q, e0, e1, rho_e, cf, col_f, col_s)
-                _write_span(w, base, P, B, q, e1, L, rho_e, cf, mix)
-            written = True
-        else:
-            _broadcast(rho[lo:hi], hi - lo, k_size, rho_e[e0:])
-            for o in range(n_out):
-                _evaluate(P, B, o * L, e0, e1, rho_e, cf, col_f, col_s)
+        for o in range(n_out):
+            q = o * L
+            for e in range(e0, e1):
+                p = P[q + e]
+                inv = np.float32(1.0) / (p * rho_e[e] + cf)
+                x = B[q + e] * inv
+                x = x * x
+                col_f[e] += x
+                col_s[e] += x * p * inv
         _group_sums(col_f[e0:e1], hi - lo, k_size, f2[lo:hi])
         _group_sums(col_s[e0:e1], hi - lo, k_size, s3[lo:hi])
         more_lo, more_hi = m, _U(0)
@@ -281,18 +230,15 @@ def _newton_write(w, P, B, n_out, n_in, k_size, j0, m, col_bsq, col_pmax, c, mix
             if active[jj]:
                 f = f2[jj]
                 rho[jj] = max(rho[jj] + f * f * (f - 1.0) / s3[jj], 0.0)
-        if written:
-            stale_lo, stale_hi = min(stale_lo, more_lo), max(stale_hi, more_hi)
         lo, hi = more_lo, more_hi
-    if written:
-        lo, hi = stale_lo, stale_hi
-    else:
-        lo, hi = _U(0), m
-    if lo < hi:
-        e0, e1 = lo * k_size, hi * k_size
-        _broadcast(rho[lo:hi], hi - lo, k_size, rho_e[e0:])
-        for o in range(n_out):
-            _write_span(w, (o * n_in + j0) * k_size, P, B, o * L, e0, e1, rho_e, cf, mix)
+    _broadcast(rho, m, k_size, rho_e)
+    for o in range(n_out):
+        base = (o * n_in + j0) * k_size
+        q = o * L
+        for e in range(L):
+            r = rho_e[e]
+            i = base + e
+            w[i] = _lerp(w[i], B[q + e] * r / (P[q + e] * r + cf), mix)
     return it
 
 
