@@ -436,3 +436,25 @@ def test_kept_cpu_batch_follows_changed_tensors(cls, kw):
         results.append([p.detach().clone() for p in net.parameters()])
     for a, b in zip(*results):
         assert torch.equal(a, b)
+
+
+def test_a_removed_param_group_releases_its_batch():
+    """The kept batch holds its group's tensors: removing the group must not keep them alive."""
+    import gc
+    import weakref
+
+    torch.manual_seed(0)
+    kept, dropped = nn.Linear(6, 4), nn.Linear(5, 3)
+    opt = RMDA([{"params": [kept.weight], "lam": 0.1}, {"params": [dropped.weight], "lam": 0.1}], fused=True)
+    kept.weight.grad = torch.randn_like(kept.weight)
+    dropped.weight.grad = torch.randn_like(dropped.weight)
+    opt.step()
+    assert len(opt._cpu_batches) == 2
+    gone = weakref.ref(dropped.weight)
+    opt.param_groups.pop()
+    opt.state.pop(dropped.weight)
+    opt.step()
+    assert len(opt._cpu_batches) == 1
+    del dropped
+    gc.collect()
+    assert gone() is None, "the removed group's tensor is still referenced"

@@ -309,6 +309,10 @@ class RegularizedOptimizer(Optimizer):
             if isinstance(group["lr"], Tensor):
                 group = {**group, "lr": group["lr"].item()}
             self._group_step(group, params, grads, states)
+        if len(self._cpu_batches) > len(self.param_groups):
+            # A group was removed or given a new params list: its batch (which holds its tensors) goes too.
+            live = {id(group["params"]) for group in self.param_groups}
+            self._cpu_batches = {key: b for key, b in self._cpu_batches.items() if key in live}
         return loss
 
     def _group_step(
