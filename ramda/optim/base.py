@@ -29,8 +29,8 @@ PLAIN = "plain"
 #: A fused kernel as an optimizer lists it: ``kernel(optimizer, group, states, data)`` updates tensors and their
 #: state in place and returns the inner solver iterations it took (``None`` when it runs no solver). On CUDA it
 #: takes one tensor (``states``: its state dict, ``data``: the tensors); on the CPU every tensor of the group
-#: that it handles at once (``states``: their state dicts, ``data``: ``(tensor lists, layouts)``, the layouts of
-#: :func:`ramda.kernels.cpu.layout`) and returns one count per tensor.
+#: that it handles at once (``states``: their state dicts, ``data``: ``(plan, pointers)``, the
+#: :class:`ramda.kernels.cpu.Plan` of their layouts and their pointer table) and returns one count per tensor.
 FusedKernel = Callable[[Any, dict[str, Any], dict[str, Any], Any], "int | Tensor | None"]
 
 
