@@ -62,6 +62,8 @@ RAMDA, PROXGEN, RMDA, PROXSGD = 0, 1, 2, 3
 #: Per-tensor float arguments (columns of ``scal``) and state streams after W and G, per kind.
 SCALARS = {RAMDA: 4, PROXGEN: 6, RMDA: 4, PROXSGD: 3}
 STREAMS = {RAMDA: 5, PROXGEN: 4, RMDA: 4, PROXSGD: 3}
+#: Scratch floats per chunk entry of a group-LASSO step: P and b (RAMDA, ProxGen), Y (RMDA); ProxSGD keeps Y in W.
+SCRATCH = {RAMDA: 2, PROXGEN: 2, RMDA: 1, PROXSGD: 0}
 
 
 @intrinsic
@@ -504,7 +506,7 @@ class Plan:
         first = np.cumsum(chunks) - chunks
         cost = np.cumsum(sizes[owner])
         total = int(cost[-1])
-        self.grouped, self.threads, self.dims, self.first = grouped, threads, dims, first
+        self.grouped, self.dims, self.first = grouped, dims, first
         self.work = np.stack([owner, np.arange(owner.size) - first[owner]], axis=1)
         self.chunk_size = int(sizes.max())
         #: √|g| of each tensor's groups (the structure threshold is c = t·√|g|).
@@ -526,19 +528,22 @@ class Plan:
         ``_averaged_chunk`` for RMDA and ProxSGD), with per-tensor ``scalars`` as that kernel reads them. Returns
         each tensor's Newton steps (0 without one)."""
         scal = np.array(scalars, np.float64).reshape(len(self.root_sizes), -1)
-        # Scratch for the group-LASSO steps but ProxSGD's: a chunk's P and b (RAMDA, ProxGen) or Y (RMDA).
-        size = self.chunk_size if self.grouped and kind != PROXSGD else 0
+        size = self.chunk_size * SCRATCH[kind] if self.grouped else 0
         iters = np.zeros(self.work.shape[0], np.int64)
-        blocks = self.bounds.size - 1
-        ws = workspace.get(blocks, 2 * size)
+        ws = workspace.get(self.bounds.size - 1, size)
         launch = _run_parallel if self.parallel else _run_serial
         launch(kind, ptrs, self.dims, scal, self.work, self.bounds, ws, _TOL, max_newton, iters)
         return np.maximum.reduceat(iters, self.first)
 
 
 def pointers(tensors: list[list[Tensor]]) -> np.ndarray:
-    """The raw data pointers of each tensor list, one row per list, as :meth:`Plan.run` takes them."""
-    return np.array([[t.data_ptr() for t in ts] for ts in tensors], np.uint64)
+    """The raw data pointers of each tensor list (all of one length), one row per list, as :meth:`Plan.run`
+    takes them."""
+    width = len(tensors[0]) if tensors else 0
+    flat = (t for ts in tensors for t in ts)
+    return np.fromiter(map(Tensor.data_ptr, flat), np.uint64, len(tensors) * width).reshape(
+        len(tensors), width
+    )
 
 
 def run(

@@ -197,8 +197,7 @@ class RegularizedOptimizer(Optimizer):
         kernel = self.fused_kernels.get(("cpu", kind))
         if kernel is None or not self._backend_ready(group, "numba", numba_available):
             return index
-        names = self.fused_state
-        held = [[params[i], *[states[i][name] for name in names]] for i in index]
+        held = [[params[i], *self._state_of(states[i])] for i in index]
         cpu_grads = [grads[i] for i in index]
         threads = self._cpu_threads()
         key = id(group["params"])
@@ -229,8 +228,9 @@ class RegularizedOptimizer(Optimizer):
     def _cpu_scalars(
         self, group: dict[str, Any], state: dict[str, Any], root_size: float
     ) -> tuple[float, ...]:
-        """The CPU kernel's scalars for one tensor (in the order the kernel of ``cpu_kind`` in :mod:`ramda.kernels.cpu` reads them), whose groups have
-        √|g| = ``root_size``: the structure threshold among them is c = t·√|g|, t the prox threshold."""
+        """The CPU kernel's scalars for one tensor, in the order the kernel of ``cpu_kind`` in
+        :mod:`ramda.kernels.cpu` reads them, for a tensor whose groups have √|g| = ``root_size``: the structure
+        threshold among them is c = t·√|g|, t the prox threshold."""
         raise NotImplementedError
 
     def _state_of(self, state: dict[str, Any]) -> list[Tensor]:
@@ -381,7 +381,7 @@ class _CpuBatch:
         self.grad_meta = _grad_meta(grads)
         self.taken, self.rest, shapes = [], [], []
         for j, (ts, g) in enumerate(zip(held, grads)):
-            shape = cpu.layout([ts[0], g, *ts[1:]], grouped=kind != PLAIN)
+            shape = cpu.layout(_kernel_row(ts, g), grouped=kind != PLAIN)
             if shape is None:
                 self.rest.append(j)
             else:
@@ -395,9 +395,7 @@ class _CpuBatch:
     ) -> tuple[np.ndarray, list[tuple[int, ...]]]:
         """The kernel's pointer table (a row per taken tensor: W, G, the state) and the strides of W and the
         state."""
-        rows = [t for j in self.taken for t in (held[j][0], grads[j], *held[j][1:])]
-        width = len(held[0]) + 1 if held else 0
-        ptrs = np.fromiter(map(Tensor.data_ptr, rows), np.uint64, len(rows)).reshape(len(self.taken), width)
+        ptrs = _cpu_kernels().pointers([_kernel_row(held[j], grads[j]) for j in self.taken])
         return ptrs, list(map(Tensor.stride, (t for j in self.taken for t in held[j])))
 
     def pointers(self, kind: str, held: list[list[Tensor]], grads: list[Tensor], threads: int) -> Any:
@@ -407,12 +405,19 @@ class _CpuBatch:
             return None
         if not all(map(operator.is_, flat, self.held)) or _grad_meta(grads) != self.grad_meta:
             return None
+        if not self.taken:
+            return self.ptrs
         ptrs, strides = self._table(held, grads)
         fixed = np.ones(ptrs.shape[1], bool)
         fixed[1] = False  # the gradients' column: new tensors every step after zero_grad()
         if strides != self.strides or not np.array_equal(ptrs[:, fixed], self.ptrs[:, fixed]):
             return None
         return ptrs
+
+
+def _kernel_row(held: list[Tensor], grad: Tensor) -> list[Tensor]:
+    """A tensor as the kernels take it: W (``held[0]``), its gradient, then its state (``held[1:]``)."""
+    return [held[0], grad, *held[1:]]
 
 
 def _grad_meta(grads: list[Tensor]) -> tuple[list[Any], ...]:
