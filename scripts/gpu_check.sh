@@ -60,7 +60,7 @@ fx="$out/fixtures"
 # fit them, no learning-rate milestones (the presets' lie beyond step 30); the model and precision are the preset's.
 train="$py train.py optimizer=ramda trainer.device=cuda trainer.progress=none trainer.max_steps=30 'trainer.milestones=[]'"
 steps=(
-    "CUDA-only tests|60|$py -m pytest -q -rs -p no:cacheprovider tests/test_optim.py -k 'across_devices or never_synchronises'"
+    "CUDA-only tests|60|$py -m pytest -q -rs -p no:cacheprovider tests/test_optim.py tests/test_env.py -k 'across_devices or never_synchronises or cuda_without'"
     "Triton kernels against the plain-torch path (sync debug mode error)|90|$py scripts/gpu_kernel_check.py"
     "bench_optim --device cuda --model resnet50|60|$py scripts/bench_optim.py --device cuda --model resnet50 --steps 9"
     "bench_optim --device cuda --model txl|70|$py scripts/bench_optim.py --device cuda --model txl --steps 7"
