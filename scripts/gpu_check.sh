@@ -12,7 +12,8 @@
 # 2. the CUDA-only tests; 3. the Triton kernels against the plain-torch path over the ResNet50 and Transformer-XL
 #    shapes, every step under torch.cuda.set_sync_debug_mode("error") (scripts/gpu_kernel_check.py);
 # 4. scripts/bench_optim.py --device cuda for both models, and --iteration (bf16 ResNet50, batch 256, RAMDA
-#    against SGD); 5. 30 steps of train.py on each task's fixture on CUDA in the task's preset precision.
+#    against SGD), and scripts/profile_step.py (where a step's time goes); 5. 30 steps of train.py on each task's
+#    fixture on CUDA in the task's preset precision.
 # --dry-run prints the steps (and the dependency check) without running anything or writing OUT_DIR.
 set -uo pipefail
 
@@ -54,28 +55,30 @@ missing_deps() {
 print(" ".join(d for m, d in (a.split(":") for a in sys.argv[1:]) if u.find_spec(m) is None))' $deps
 }
 
-# The steps: name|timeout (s)|command. The budget adds up to under 8 minutes on one H200.
+# The steps: name|timeout (s)|command. The limits add up to 470 s; on one H200 on 2026-11-30 the steps before the
+# train.py ones took 32, 64, 14, 14, 43 and 12 s (docs/gpu_report.md).
 fx="$out/fixtures"
 # 30 steps on the fixtures (72 images, 12 clips, a 557-word vocabulary): batches and adaptive-softmax cutoffs that
 # fit them, no learning-rate milestones (the presets' lie beyond step 30); the model and precision are the preset's.
 train="$py train.py optimizer=ramda trainer.device=cuda trainer.progress=none trainer.max_steps=30 'trainer.milestones=[]'"
 steps=(
-    "CUDA-only tests|60|$py -m pytest -q -rs -p no:cacheprovider tests/test_optim.py tests/test_env.py -k 'across_devices or never_synchronises or cuda_without'"
-    "Triton kernels against the plain-torch path (sync debug mode error)|90|$py scripts/gpu_kernel_check.py"
-    "bench_optim --device cuda --model resnet50|60|$py scripts/bench_optim.py --device cuda --model resnet50 --steps 9"
-    "bench_optim --device cuda --model txl|70|$py scripts/bench_optim.py --device cuda --model txl --steps 7"
+    "CUDA-only tests|45|$py -m pytest -q -rs -p no:cacheprovider tests/test_optim.py tests/test_env.py -k 'across_devices or never_synchronises or cuda_without'"
+    "Triton kernels against the plain-torch path (sync debug mode error)|80|$py scripts/gpu_kernel_check.py"
+    "bench_optim --device cuda --model resnet50|40|$py scripts/bench_optim.py --device cuda --model resnet50 --steps 9"
+    "bench_optim --device cuda --model txl|40|$py scripts/bench_optim.py --device cuda --model txl --steps 7"
     "bench_optim --iteration: bf16 ResNet50, batch 256, RAMDA against SGD|60|$py scripts/bench_optim.py --device cuda --model resnet50 --iteration --batch 256 --amp bf16 --channels-last --only RAMDA --steps 9"
-    "fixtures|30|for t in imagenet wikitext103 ljspeech; do $py scripts/make_fixtures.py \$t $fx || exit 1; done"
-    "train.py task=imagenet, 30 steps|60|$train task=imagenet task.data.root=$fx/imagenet task.batch_size=8 task.init_cache=$out/init hydra.run.dir=$out/runs/imagenet"
-    "train.py task=wikitext103, 30 steps|60|$train task=wikitext103 task.data.root=$fx/wikitext-103 task.data.cache_dir=$out/cache 'task.cutoffs=[100,200,400]' hydra.run.dir=$out/runs/wikitext103"
-    "train.py task=ljspeech, 30 steps|60|$train task=ljspeech task.data.root=$fx/LJSpeech-1.1 task.data.filelists=$fx/filelists task.batch_size=4 hydra.run.dir=$out/runs/ljspeech"
+    "profile_step --device cuda --model resnet50: host time, kernel time and launches per step|45|$py scripts/profile_step.py --device cuda --model resnet50"
+    "fixtures|25|for t in imagenet wikitext103 ljspeech; do $py scripts/make_fixtures.py \$t $fx || exit 1; done"
+    "train.py task=imagenet, 30 steps|45|$train task=imagenet task.data.root=$fx/imagenet task.batch_size=8 task.init_cache=$out/init hydra.run.dir=$out/runs/imagenet"
+    "train.py task=wikitext103, 30 steps|45|$train task=wikitext103 task.data.root=$fx/wikitext-103 task.data.cache_dir=$out/cache 'task.cutoffs=[100,200,400]' hydra.run.dir=$out/runs/wikitext103"
+    "train.py task=ljspeech, 30 steps|45|$train task=ljspeech task.data.root=$fx/LJSpeech-1.1 task.data.filelists=$fx/filelists task.batch_size=4 hydra.run.dir=$out/runs/ljspeech"
 )
 # What each step needs besides torch (train.py: hydra and omegaconf; the speech task: its extras).
 needs() {
     case "$1" in
         CUDA*) echo "pytest pytest-timeout triton" ;;
         Triton*) echo "triton torchvision" ;;
-        bench*) echo "torchvision numba" ;;
+        bench*|profile*) echo "torchvision numba" ;;
         "train.py task=ljspeech"*) echo "hydra-core omegaconf antlr4-python3-runtime torchaudio soundfile unidecode inflect" ;;
         train*) echo "hydra-core omegaconf antlr4-python3-runtime" ;;
         *) echo "" ;;
@@ -104,7 +107,7 @@ start_all=$(date +%s)
     echo "Machine: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -1)"
     echo "torch $("$py" -c 'import torch; print(torch.__version__, "CUDA", torch.version.cuda)'),"\
          "triton $("$py" -c 'import triton; print(triton.__version__)' 2>/dev/null || echo missing),"\
-         "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+         "commit $(git describe --always --dirty 2>/dev/null || echo unknown)"
     echo
 } >"$report"
 
@@ -146,8 +149,8 @@ for s in "${steps[@]}"; do
     {
         echo "\`$cmd\` — $status, ${dt}s"
         echo
-        if [[ "$name" == bench* || "$name" == Triton* ]]; then
-            grep -E '^\||^[a-z0-9]+, |rows' "$out/step.log" || true
+        if [[ "$name" == bench* || "$name" == Triton* || "$name" == profile* ]]; then
+            grep -E '^\||^[a-z0-9]+,? |rows|^  [ 0-9.]+ ms|^Kernels|^[A-Za-z ]+:$' "$out/step.log" || true
             [ $rc = 0 ] || { echo; echo '```'; tail -n 30 "$out/step.log"; echo '```'; }
         else
             echo '```'
