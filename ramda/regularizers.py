@@ -59,6 +59,11 @@ class Regularizer(abc.ABC):
     def prox(self, y: Tensor, tau: Tensor | float) -> Tensor:
         """prox_{τψ}(y) = argmin_z ½‖z − y‖² + τψ(z); ``tau`` may be per group (broadcastable)."""
 
+    def prox_(self, ys: list[Tensor], taus: list[float]) -> None:
+        """y_i ← prox_{τ_i ψ}(y_i) in place, for a list of tensors (one tensor at a time here)."""
+        for y, tau in zip(ys, taus):
+            y.copy_(self.prox(y, tau))
+
     @abc.abstractmethod
     def group_max(self, p: Tensor) -> Tensor:
         """max of the diagonal P over each group (the proximal-gradient step is its inverse)."""
@@ -109,6 +114,22 @@ class GroupLasso(Regularizer):
             return y.clone()
         shrunk = torch.relu(self.norms(y) - thr)
         return y * (shrunk / (shrunk + thr))
+
+    def prox_(self, ys: list[Tensor], taus: list[float]) -> None:
+        """:meth:`prox` in place on a list: the same operations, but the per-group ones (a few floats per group)
+        as one foreach call each over all tensors, and the scaling in place: on a GPU that is a handful of
+        launches for the list instead of eight per tensor."""
+        pairs = [(y, tau * self.weight(y)) for y, tau in zip(ys, taus)]
+        pairs = [(y, thr) for y, thr in pairs if thr != 0.0]  # τ = 0: the identity
+        if not pairs:
+            return
+        ys, thr = [y for y, _ in pairs], [t for _, t in pairs]
+        shrunk = [group_sum(y * y) for y in ys]
+        torch._foreach_sqrt_(shrunk)
+        torch._foreach_sub_(shrunk, thr)
+        torch._foreach_clamp_min_(shrunk, 0.0)
+        torch._foreach_div_(shrunk, torch._foreach_add(shrunk, thr))
+        torch._foreach_mul_(ys, shrunk)
 
     def group_max(self, p: Tensor) -> Tensor:
         return group_amax(p)

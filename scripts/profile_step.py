@@ -5,8 +5,8 @@
 
 For each optimizer (and ``AdamW(fused=True)`` as the anchor), after warm-up steps on real gradients: the host
 time to issue a step (``step()`` returns before the GPU is done), the wall time of a synchronised step, the
-device time of its kernels, the kernel launches and copies per step, and the kernels that take the most device
-time. On a GPU, a step whose host time exceeds its kernels' time is bound by launches and Python, not by memory.
+torch operations it dispatches (a foreach call counts once; the same count on every device), the device time of
+its kernels, the kernel launches and copies per step, and the kernels that take the most device time. On a GPU, a step whose host time exceeds its kernels' time is bound by launches and Python, not by memory.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile
+from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -25,6 +26,18 @@ from bench_optim import build, candidates, copy_params, sync  # scripts/ is on t
 
 #: Host-side calls counted per step: kernel launches (torch's and Triton's) and copies.
 CALLS = ("cudaLaunchKernel", "cuLaunchKernel", "cuLaunchKernelEx", "cudaMemcpyAsync")
+
+
+class OpCount(TorchDispatchMode):
+    """Counts the torch operations dispatched (a foreach call is one): on a GPU each is one launch or more."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops += 1
+        return func(*args, **(kwargs or {}))
 
 
 def profile_steps(opt: torch.optim.Optimizer, device: torch.device, steps: int, top: int) -> tuple[str, str]:
@@ -41,12 +54,17 @@ def profile_steps(opt: torch.optim.Optimizer, device: torch.device, steps: int, 
         for _ in range(steps):
             opt.step()
         sync(device)
+    with OpCount() as count:
+        opt.step()
+    sync(device)
     events = prof.key_averages()
     # Kernels are the device-side events; user ranges ("Optimizer.step#RAMDA.step") carry a '#'.
     kernels = [e for e in events if e.device_type.name == "CUDA" and "#" not in e.key]
     device_ms = sum(e.self_device_time_total for e in kernels) / steps / 1e3
     calls = sum(e.count for e in events if e.key in CALLS) / steps
-    row = f"{host * 1e3:.2f} | {wall * 1e3:.2f} | " + (f"{device_ms:.2f} | {calls:.0f}" if cuda else "– | –")
+    row = f"{host * 1e3:.2f} | {wall * 1e3:.2f} | {count.ops} | " + (
+        f"{device_ms:.2f} | {calls:.0f}" if cuda else "– | –"
+    )
     kernels.sort(key=lambda e: -e.self_device_time_total)
     lines = [
         f"  {e.self_device_time_total / steps / 1e3:7.3f} ms, {e.count / steps:5.0f}× per step: {e.key[:90]}"
@@ -88,9 +106,10 @@ def main() -> None:
     )
     print(f"{args.model} on {device}, {args.steps} steps after {args.warmup} warm-up steps")
     print(
-        "| optimizer | host (ms/step) | synchronised (ms/step) | kernels (ms/step) | launches + copies per step |"
+        "| optimizer | host (ms/step) | synchronised (ms/step) | torch ops per step | kernels (ms/step) |"
+        " launches + copies per step |"
     )
-    print("|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|")
     tops = []
     for name, make in makers.items():
         opt = make()

@@ -102,5 +102,6 @@ def test_profile_step_on_the_cpu():
     ]
     assert [r[0] for r in rows] == ["| AdamW fused", "| ProxSGD"]
     assert all(float(r[1]) > 0 and float(r[2]) >= float(r[1]) * 0.5 for r in rows)
+    assert all(int(r[3]) > 0 for r in rows)  # torch operations dispatched per step
     bad = subprocess.run([*args[:2], "--steps", "0"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--steps must be >= 1" in bad.stderr

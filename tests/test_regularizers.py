@@ -35,6 +35,38 @@ def test_group_lasso_prox_zeroes_small_groups_exactly(rng):
     assert torch.all(out[:, 3:].abs().amax(0) > 0)
 
 
+def test_group_lasso_prox_of_a_list_in_place(rng):
+    """prox_ over a list (the foreach path): the closed form per group, exact zeros, τ = 0 the identity, and bit
+    for bit what prox gives tensor by tensor."""
+    reg = REGULARIZERS["group_lasso"]
+    shapes = [(6, 4, 3, 3), (5, 7), (3, 2, 5), (8, 16, 1, 1)]
+    ys = [torch.tensor(rng.standard_normal(s), dtype=torch.float32) for s in shapes]
+    ys[0][:, :2] *= 1e-3  # groups below the threshold
+    taus = [0.3, 0.0, 1.5, 0.05]
+    before = [y.clone() for y in ys]
+    reg.prox_(ys, taus)
+    for y, y0, tau in zip(ys, before, taus):
+        assert torch.equal(y, reg.prox(y0, tau))
+        w = np.sqrt(y0.numel() / y0.shape[1])
+        for j in range(y0.shape[1]):
+            g = y0[:, j].double().numpy()
+            expected = max(0.0, 1 - tau * w / np.linalg.norm(g)) * g
+            np.testing.assert_allclose(y[:, j].double().numpy(), expected, rtol=2e-6, atol=1e-7)
+    assert torch.equal(ys[1], before[1])
+    assert torch.all(ys[0][:, :2] == 0) and torch.all(ys[0][:, 2:].abs().amax(0) > 0)
+
+
+def test_l1_prox_of_a_list_in_place(rng):
+    reg = REGULARIZERS["l1"]
+    ys = [torch.tensor(rng.standard_normal(s)) for s in [(4, 5), (3,)]]
+    before = [y.clone() for y in ys]
+    reg.prox_(ys, [0.5, 0.1])
+    for y, y0, tau in zip(ys, before, [0.5, 0.1]):
+        np.testing.assert_array_equal(
+            y.numpy(), np.sign(y0.numpy()) * np.maximum(np.abs(y0.numpy()) - tau, 0)
+        )
+
+
 @pytest.mark.parametrize("name", ["group_lasso", "l1", "nuclear"])
 def test_convex_prox_matches_cvxpy(rng, name):
     reg = REGULARIZERS[name]

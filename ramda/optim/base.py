@@ -463,6 +463,13 @@ def add_scaled(
             a.addcmul_(x, times[i], value=s)
 
 
+def scaled_sum(a: list[Tensor], b: list[Tensor], scales: list[float]) -> list[Tensor]:
+    """New tensors a_i + scales_i·b_i; one foreach call when the scales agree, as they do within a group."""
+    if all(s == scales[0] for s in scales):
+        return torch._foreach_add(a, b, alpha=scales[0])
+    return [x.add(y, alpha=s) for x, y, s in zip(a, b, scales)]
+
+
 def mix(params: list[Tensor], targets: list[Tensor], c: float) -> None:
     """W ← (1 − c)·W + c·W̃ (exactly W̃ when c = 1, so zero groups stay exactly zero)."""
     if c == 1.0:

@@ -62,5 +62,4 @@ class ProxSGD(RegularizedOptimizer):
         torch._foreach_add_(bufs, grads, alpha=c)
         torch._foreach_add_(params, bufs, alpha=-lr)
         if reg is not None:
-            for p in params:
-                p.copy_(reg.prox(p, lr * group["lam"]))
+            reg.prox_(params, [lr * group["lam"]] * len(params))

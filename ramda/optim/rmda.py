@@ -8,7 +8,14 @@ from typing import Any
 
 from torch import Tensor
 
-from ramda.optim.base import CPU_KERNELS, RegularizedOptimizer, add_scaled, dual_averaging_state, mix
+from ramda.optim.base import (
+    CPU_KERNELS,
+    RegularizedOptimizer,
+    add_scaled,
+    dual_averaging_state,
+    mix,
+    scaled_sum,
+)
 
 
 class RMDA(RegularizedOptimizer):
@@ -73,9 +80,9 @@ class RMDA(RegularizedOptimizer):
             return
         params, grads = [params[i] for i in rest], [grads[i] for i in rest]
         states, scales, betas = [states[i] for i in rest], [scales[i] for i in rest], [betas[i] for i in rest]
-        add_scaled([st["v"] for st in states], grads, scales)
-        targets = []
-        for st, beta in zip(states, betas):
-            y = st["w0"].sub(st["v"], alpha=1.0 / beta)
-            targets.append(y if reg is None else reg.prox(y, st["alpha"] / beta * group["lam"]))
+        vs = [st["v"] for st in states]
+        add_scaled(vs, grads, scales)
+        targets = scaled_sum([st["w0"] for st in states], vs, [-1.0 / beta for beta in betas])
+        if reg is not None:
+            reg.prox_(targets, [st["alpha"] / beta * group["lam"] for st, beta in zip(states, betas)])
         mix(params, targets, group["momentum"])
