@@ -1,7 +1,7 @@
-"""The Triton kernels against the plain-torch path on CUDA, over the group-LASSO weight shapes of ResNet50 and
-of the Transformer-XL base, with zero and nonzero groups (fp32 parameters), every Triton step under
-``torch.cuda.set_sync_debug_mode("error")`` (a step that synchronises with the host fails). Prints a Markdown
-table; exit status 1 when a shape disagrees.
+"""The Triton kernels against the plain-torch path on CUDA, over the group-LASSO weight shapes of ResNet50, of
+the Transformer-XL base and Tacotron2's of ≥ 1024 rows (its LSTMs' 4096-row weights are the largest tiles), with
+zero and nonzero groups (fp32 parameters), every Triton step under ``torch.cuda.set_sync_debug_mode("error")`` (a
+step that synchronises with the host fails). Prints a Markdown table; exit status 1 when a shape disagrees.
 
     python scripts/gpu_kernel_check.py            # on a CUDA machine
     python scripts/gpu_kernel_check.py --list     # the shapes only (no CUDA needed)
@@ -29,12 +29,19 @@ def shapes() -> dict[str, list[tuple[int, ...]]]:
 
     from ramda.models.transformer_xl import TransformerXL
     from ramda.structure import param_groups
+    from ramda.tasks.ljspeech import AudioConfig, ModelConfig, build_tacotron2
 
     out = {}
     with torch.device("meta"):
-        models = {"resnet50": resnet50(), "txl": TransformerXL(267735)}
+        models = {
+            "resnet50": resnet50(),
+            "txl": TransformerXL(267735),
+            "tacotron2": build_tacotron2(ModelConfig(), AudioConfig()),
+        }
     for name, net in models.items():
         grouped = [p for g in param_groups(net, 1.0) if g["lam"] > 0 for p in g["params"]]
+        if name == "tacotron2":  # its LSTMs' weights, ≥ 1024 rows: the largest tiles, besides those above
+            grouped = [p for p in grouped if p.shape[0] >= 1024]
         out[name] = sorted({tuple(p.shape) for p in grouped}, key=lambda s: (len(s), s))
     return out
 

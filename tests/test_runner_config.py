@@ -156,6 +156,18 @@ def test_good_input_passes_preflight():
     preflight(["--help"], CONFIGS, TASKS)  # Hydra's own flags are left to Hydra
 
 
+def test_gpus_are_checked_where_the_run_executes():
+    """A run on this machine needs its CUDA device here; a sweep sent to SLURM from a login node without GPUs
+    does not (train.py checks the GPU on the node), but the device string is still checked."""
+    absent = f"cuda:{torch.cuda.device_count()}"
+    for argv in (["trainer.device=" + absent], ["-m", "trainer.device=" + absent]):
+        with pytest.raises(ConfigError, match=r"^trainer\.device: .* is not available"):
+            preflight(argv, CONFIGS, TASKS)
+    preflight(["-m", "trainer.device=" + absent, "hydra/launcher=slurm"], CONFIGS, TASKS)
+    with pytest.raises(ConfigError, match=r"^trainer\.device: unknown value 'gpu'"):
+        preflight(["-m", "trainer.device=gpu", "hydra/launcher=slurm"], CONFIGS, TASKS)
+
+
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_mixed_precision_and_grad_clipping_on_cpu(hydra_ctx, tmp_path: Path, precision: str):
     from ramda.engine.trainer import Trainer

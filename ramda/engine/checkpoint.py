@@ -80,8 +80,9 @@ def _fix_hint(path: Path) -> str:
     )
 
 
-def rng_state() -> dict[str, Any]:
-    """The state of every random generator a run touches, as tensors and plain containers."""
+def rng_state(device: torch.device) -> dict[str, Any]:
+    """The state of every random generator a run on ``device`` touches, as tensors and plain containers (of
+    the GPUs, only ``device``'s: a resumed job may see another number of them)."""
     np_state = np.random.get_state()
     py_version, py_keys, py_gauss = random.getstate()
     state: dict[str, Any] = {
@@ -95,13 +96,13 @@ def rng_state() -> dict[str, Any]:
         },
         "torch": torch.get_rng_state(),
     }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what :func:`rng_state` captured."""
+def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    """Restore what :func:`rng_state` captured, the GPU generator into ``device``'s."""
     python = state["python"]
     random.setstate((state["python_version"], tuple(python[:-1]), python[-1]))
     np_state = state["numpy"]
@@ -115,5 +116,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
         )
     )
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state.get("cuda")
+    if isinstance(cuda, list):  # checkpoints written before 2026-11-30: one state per GPU the job saw
+        cuda = cuda[device.index] if device.type == "cuda" and device.index < len(cuda) else None
+    if cuda is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(cuda, device)

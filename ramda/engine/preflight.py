@@ -163,12 +163,16 @@ def preflight(argv: Sequence[str], config_dir: str, tasks: Sequence[str]) -> Non
             jobs = _jobs(overrides, multirun)
         except (HydraException, OmegaConfBaseException, ValueError) as err:
             raise _explain(err, overrides) from err
-        for job in jobs:
+        for i, job in enumerate(jobs):
             _check_overrides(job)
             try:
                 cfg = compose("train", overrides=job)
             except (HydraException, OmegaConfBaseException, ValueError) as err:
                 raise _explain(err, job) from err
-            validate(cfg, tasks)
-        check_job_dir(compose("train", overrides=jobs[0], return_hydra_config=True), multirun)
+            if i == 0:
+                first = compose("train", overrides=job, return_hydra_config=True)
+                # A cluster launcher runs the jobs on other machines: train.py checks their GPUs there.
+                here = not multirun or "BasicLauncher" in str(first.hydra.launcher.get("_target_", ""))
+            validate(cfg, tasks, here)
+        check_job_dir(first, multirun)
     GlobalHydra.instance().clear()

@@ -240,7 +240,7 @@ class Trainer:
             self.task.load_state_dict(state.get("task_ranks") or [{}])
             rngs = state.get("rng_ranks") or [state["rng"]]
             if env.rank < len(rngs):
-                ckpt.set_rng_state(rngs[env.rank])
+                ckpt.set_rng_state(rngs[env.rank], env.device)
             else:  # a rank the saving run did not have (resumed on more processes)
                 seed_everything(distributed.rank_seed(self.cfg.seed + state["global_step"], env.rank))
         except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as err:
@@ -589,7 +589,7 @@ class Trainer:
         given a finite loss (:meth:`_step`)."""
         self._check_finite_weights()
         partial = asdict(self._global_tally())
-        rngs = distributed.all_gather(ckpt.rng_state(), self.env)
+        rngs = distributed.all_gather(ckpt.rng_state(self.env.device), self.env)
         tasks = distributed.all_gather(self.task.state_dict(), self.env)
         if not self.env.is_main:
             return

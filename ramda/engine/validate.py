@@ -70,13 +70,15 @@ def _known_keys(node: DictConfig, prefix: str, schemas: dict[str, type]) -> None
             _known_keys(child, f"{prefix}{key}.", schemas)
 
 
-def check_device(device: str) -> None:
-    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``, and the CUDA device must exist."""
+def check_device(device: str, exists: bool = True) -> None:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``, and (``exists``) the CUDA device must exist here."""
     import torch
 
     if device in ("auto", "cpu"):
         return
     if device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()):
+        if not exists:
+            return
         count = torch.cuda.device_count()
         index = int(device[5:]) if ":" in device else 0
         if index >= count:
@@ -87,15 +89,16 @@ def check_device(device: str) -> None:
     raise ConfigError("trainer.device", f"unknown value '{device}'", "valid: auto, cpu, cuda, cuda:N")
 
 
-def validate(cfg: DictConfig, tasks: Sequence[str]) -> None:
-    """Raise :class:`ConfigError` on the first setting that cannot run; ``tasks`` are the available ones."""
+def validate(cfg: DictConfig, tasks: Sequence[str], here: bool = True) -> None:
+    """Raise :class:`ConfigError` on the first setting that cannot run; ``tasks`` are the available ones.
+    ``here=False``: the run will execute on another machine (a cluster launcher), whose GPUs are not checked."""
     _one_of("task.name", cfg.task.name, tasks)
     _one_of("optimizer.name", cfg.optimizer.name, list(OPTIMIZERS))
     _known_keys(cfg, "", {"optimizer.": OPTIMIZERS[cfg.optimizer.name].config})
     _validate_run(cfg)
     _validate_optimizer(cfg.optimizer)
     _validate_regularizer(cfg.regularizer, cfg.optimizer.name)
-    _validate_trainer(cfg.trainer, cfg.optimizer.name)
+    _validate_trainer(cfg.trainer, cfg.optimizer.name, here)
     _validate_task(cfg.task)
     _one_of("logger.name", cfg.logger.name, LOGGERS)
     _one_of("logger.mode", cfg.logger.mode, LOGGER_MODES)
@@ -165,7 +168,7 @@ def _validate_regularizer(reg: DictConfig, optimizer: str) -> None:
         )
 
 
-def _validate_trainer(tr: DictConfig, optimizer: str) -> None:
+def _validate_trainer(tr: DictConfig, optimizer: str, here: bool = True) -> None:
     """The loop's settings; milestones and the momentum schedule must take effect within the run."""
     _one_of("trainer.precision", tr.precision, PRECISIONS)
     _one_of("trainer.progress", tr.progress, PROGRESS)
@@ -221,7 +224,7 @@ def _validate_trainer(tr: DictConfig, optimizer: str) -> None:
     for key in ("checkpoint_every_steps", "log_every_steps", "threads"):
         if tr[key] < 0:
             raise ConfigError(f"trainer.{key}", f"{tr[key]} < 0", "valid: 0 (off) or a positive integer")
-    check_device(tr.device)
+    check_device(tr.device, exists=here)
 
 
 def _validate_task(task: DictConfig) -> None:
