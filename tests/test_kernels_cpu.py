@@ -458,3 +458,30 @@ def test_a_removed_param_group_releases_its_batch():
     del dropped
     gc.collect()
     assert gone() is None, "the removed group's tensor is still referenced"
+
+
+@pytest.mark.parametrize("cls, kw", [(RAMDA, dict(lr=0.3, momentum=0.5)), (RMDA, dict(lr=0.5, momentum=0.5))])
+def test_a_gradient_differing_only_in_unit_axis_strides_takes_the_kernel(cls, kw):
+    """A channels-last 1×1 convolution weight and a gradient whose strides differ only along its axes of length
+    1 (autograd may hand such a gradient over as it is) are one memory layout: the kernels take them (CPU and
+    GPU checks alike), with the results of a gradient of the weight's own strides, bit for bit."""
+    from ramda.kernels import gpu, same_layout
+
+    results = []
+    for own_strides in (True, False):
+        torch.manual_seed(0)
+        conv = nn.Conv2d(8, 16, 1, bias=False).to(memory_format=torch.channels_last)
+        opt = cls([{"params": [conv.weight], "lam": 0.05}], fused=True, **kw)
+        gen = torch.Generator().manual_seed(1)
+        for _ in range(3):
+            g = torch.randn(conv.weight.shape, generator=gen)
+            conv.weight.grad = g.contiguous(memory_format=torch.channels_last) if own_strides else g
+            opt.step()
+        (batch,) = opt._cpu_batches.values()
+        assert batch.taken == [0], "the kernel should take the weight"
+        results.append(conv.weight.detach().clone())
+    assert torch.equal(*results)
+    w, g = conv.weight, conv.weight.grad
+    assert w.stride() != g.stride() and same_layout(w, g) and gpu.fused_supported([w, g])
+    transposed = torch.randn(8, 16).t().reshape(16, 8, 1, 1)  # strides (1, 16, 1, 1): another memory order
+    assert not same_layout(w, transposed) and not gpu.fused_supported([w, transposed])

@@ -8,6 +8,14 @@ import functools
 import importlib.util
 import warnings
 
+from torch import Tensor
+
+
+def same_layout(a: Tensor, b: Tensor) -> bool:
+    """Same shape and the same strides along every axis longer than 1 (the stride of an axis of length 1 never
+    moves an address: autograd may hand such a gradient over as it is, e.g. a channels-last 1×1 convolution's)."""
+    return a.shape == b.shape and all(n == 1 or x == y for n, x, y in zip(a.shape, a.stride(), b.stride()))
+
 
 @functools.cache
 def triton_available() -> bool:

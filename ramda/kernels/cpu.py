@@ -39,6 +39,7 @@ from numba.extending import intrinsic
 from torch import Tensor
 
 from ramda import newton
+from ramda.kernels import same_layout
 
 _FLT_MIN = np.float32(1.1754944e-38)
 _U = np.uint64
@@ -446,9 +447,9 @@ def layout(tensors: list[Tensor], grouped: bool) -> tuple[int, int, int] | None:
     p = tensors[0]
     if p.dtype != torch.float32 or not p.is_cpu or (grouped and p.dim() < 2):
         return None
-    shape, stride = p.shape, p.stride()
+    shape = p.shape
     for t in tensors[1:]:
-        if t.dtype != torch.float32 or not t.is_cpu or t.shape != shape or t.stride() != stride:
+        if t.dtype != torch.float32 or not t.is_cpu or not same_layout(t, p):
             return None
     n = p.numel()
     if p.is_contiguous():

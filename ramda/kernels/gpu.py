@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from ramda import newton
+from ramda.kernels import same_layout
 
 #: Largest tile (entries, padded to powers of two) a program keeps in registers; a tensor whose single group
 #: needs more takes the plain-torch path.
@@ -50,7 +51,7 @@ def fused_supported(tensors: list[Tensor]) -> bool:
         and 2 <= p.dim() <= 4
         and p.numel() > 0
         and _pow2(p.shape[0]) * _pow2(p.numel() // (p.shape[0] * p.shape[1])) <= MAX_TILE
-        and all(t.dtype == p.dtype and t.shape == p.shape and t.stride() == p.stride() for t in tensors[1:])
+        and all(t.dtype == p.dtype and same_layout(t, p) for t in tensors[1:])
     )
 
 
