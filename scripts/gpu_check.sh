@@ -1,31 +1,38 @@
 #!/usr/bin/env bash
-# GPU acceptance check: one command, about 8 minutes on one GPU, a Markdown report in OUT_DIR.
+# GPU acceptance check: one command, under 8 minutes on one GPU, a Markdown report in OUT_DIR.
 #
-#   bash scripts/gpu_check.sh OUT_DIR [--wheels DIR] [--dry-run]
+#   bash scripts/gpu_check.sh OUT_DIR [--wheels DIR] [--only REGEX] [--dry-run]
 #
-# 1. dependencies: the project's pure-Python ones (hydra-core, omegaconf, tqdm, pytest…) are installed from the
-#    wheels in DIR (default: $PIP_FIND_LINKS, then ./wheels) with pip --no-index, never from the network; what
-#    is still missing is listed in the report and the steps that need it are skipped. torch is used as found
-#    (the project is put on PYTHONPATH, not pip-installed, so that pip never touches torch). Prepare DIR on a
-#    machine with an index: pip download --no-deps -d DIR hydra-core omegaconf antlr4-python3-runtime tqdm \
-#    pytest pytest-timeout pluggy iniconfig
-# 2. the CUDA-only tests; 3. the Triton kernels against the plain-torch path over the ResNet50 and Transformer-XL
-#    shapes, every step under torch.cuda.set_sync_debug_mode("error") (scripts/gpu_kernel_check.py);
-# 4. scripts/bench_optim.py --device cuda for both models, and --iteration (bf16 ResNet50, batch 256, RAMDA
-#    against SGD), and scripts/profile_step.py (where a step's time goes); 5. 30 steps of train.py on each task's
-#    fixture on CUDA in the task's preset precision.
+# 1. dependencies: the project's pure-Python ones (hydra-core, omegaconf, the speech extras, tqdm, pytest…) are
+#    installed from the wheels in DIR (default: $PIP_FIND_LINKS, then ./wheels) with pip --no-index, never from
+#    the network; what is still missing is listed in the report and the steps that need it are skipped. torch is
+#    used as found (the project is put on PYTHONPATH, not pip-installed, so that pip never touches torch).
+#    Prepare DIR where there is an index, for the GPU machine's Python (docs/gpu_report.md lists what one
+#    needed): pip download --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 -d DIR \
+#    hydra-core omegaconf soundfile unidecode inflect; antlr4-python3-runtime (hydra's) is a source archive
+#    only: pip wheel --no-deps -w DIR antlr4-python3-runtime==4.9.3.
+# 2. the CUDA-only tests; 3. the Triton kernels against the plain-torch path over the ResNet50, Transformer-XL
+#    and Tacotron2 shapes, every Triton step under torch.cuda.set_sync_debug_mode("error")
+#    (scripts/gpu_kernel_check.py); 4. scripts/bench_optim.py --device cuda for both models, and --iteration
+#    (bf16 ResNet50, batch 256, RAMDA against SGD), and scripts/profile_step.py (where a step's time goes);
+#    5. 30 steps of train.py on each task's fixture on CUDA in the task's preset precision.
+# --only REGEX runs the steps whose names match (an extended regular expression), e.g. --only 'fixtures|train'
+# (the train steps read what the fixtures step writes).
 # --dry-run prints the steps (and the dependency check) without running anything or writing OUT_DIR.
 set -uo pipefail
 
-usage="usage: bash scripts/gpu_check.sh OUT_DIR [--wheels DIR] [--dry-run]"
-out="" wheels="${PIP_FIND_LINKS:-}" dry=0
+usage="usage: bash scripts/gpu_check.sh OUT_DIR [--wheels DIR] [--only REGEX] [--dry-run]"
+out="" wheels="${PIP_FIND_LINKS:-}" dry=0 only=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --dry-run) dry=1 ;;
         --wheels)
             [ $# -ge 2 ] || { echo "error: --wheels needs a directory; $usage" >&2; exit 2; }
             wheels="$2"; shift ;;
-        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+        --only)
+            [ $# -ge 2 ] || { echo "error: --only needs a regular expression; $usage" >&2; exit 2; }
+            only="$2"; shift ;;
+        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
         -*) echo "error: unknown option $1; $usage" >&2; exit 2 ;;
         *)
             [ -z "$out" ] || { echo "error: one OUT_DIR expected, got '$out' and '$1'; $usage" >&2; exit 2; }
@@ -73,11 +80,21 @@ steps=(
     "train.py task=wikitext103, 30 steps|45|$train task=wikitext103 task.data.root=$fx/wikitext-103 task.data.cache_dir=$out/cache 'task.cutoffs=[100,200,400]' hydra.run.dir=$out/runs/wikitext103"
     "train.py task=ljspeech, 30 steps|45|$train task=ljspeech task.data.root=$fx/LJSpeech-1.1 task.data.filelists=$fx/filelists task.batch_size=4 hydra.run.dir=$out/runs/ljspeech"
 )
+if [ -n "$only" ]; then
+    kept=()
+    for s in "${steps[@]}"; do [[ "${s%%|*}" =~ $only ]] && kept+=("$s"); done
+    if [ ${#kept[@]} = 0 ]; then
+        names="$(for s in "${steps[@]}"; do printf "'%s' " "${s%%|*}"; done)"
+        echo "error: --only '$only' matches no step; the steps: $names" >&2
+        exit 2
+    fi
+    steps=("${kept[@]}")
+fi
 # What each step needs besides torch (train.py: hydra and omegaconf; the speech task: its extras).
 needs() {
     case "$1" in
         CUDA*) echo "pytest pytest-timeout triton" ;;
-        Triton*) echo "triton torchvision" ;;
+        Triton*) echo "triton torchvision torchaudio" ;;
         bench*|profile*) echo "torchvision numba" ;;
         "train.py task=ljspeech"*) echo "hydra-core omegaconf antlr4-python3-runtime torchaudio soundfile unidecode inflect" ;;
         train*) echo "hydra-core omegaconf antlr4-python3-runtime" ;;

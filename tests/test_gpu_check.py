@@ -41,6 +41,8 @@ def test_bad_command_lines_are_one_line_errors(tmp_path: Path):
         ((str(tmp_path / "a"), "--bogus"), "unknown option --bogus"),
         ((str(tmp_path / "a"), str(tmp_path / "b")), "one OUT_DIR expected"),
         ((str(full),), "exists and is not empty"),
+        ((str(tmp_path / "a"), "--only"), "--only needs a regular expression"),
+        ((str(tmp_path / "a"), "--only", "nomatch", "--dry-run"), "--only 'nomatch' matches no step"),
     ]:
         proc = run(*args)
         assert proc.returncode == 2, args
@@ -105,3 +107,10 @@ def test_profile_step_on_the_cpu():
     assert all(int(r[3]) > 0 for r in rows)  # torch operations dispatched per step
     bad = subprocess.run([*args[:2], "--steps", "0"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--steps must be >= 1" in bad.stderr
+
+
+def test_only_runs_the_matching_steps(tmp_path: Path):
+    proc = run(str(tmp_path / "a"), "--dry-run", "--only", "fixtures|train")
+    names = [line.split(" (at most")[0] for line in proc.stdout.splitlines() if line.startswith("step: ")]
+    assert proc.returncode == 0 and names[0] == "step: fixtures" and len(names) == 4
+    assert all(n.startswith("step: train.py") for n in names[1:])
