@@ -32,7 +32,7 @@ while [ $# -gt 0 ]; do
         --only)
             [ $# -ge 2 ] || { echo "error: --only needs a regular expression; $usage" >&2; exit 2; }
             only="$2"; shift ;;
-        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+        -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0"; exit 0 ;;
         -*) echo "error: unknown option $1; $usage" >&2; exit 2 ;;
         *)
             [ -z "$out" ] || { echo "error: one OUT_DIR expected, got '$out' and '$1'; $usage" >&2; exit 2; }
