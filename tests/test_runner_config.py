@@ -169,7 +169,7 @@ def test_gpus_are_checked_where_the_run_executes():
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
-def test_mixed_precision_and_grad_clipping_on_cpu(hydra_ctx, tmp_path: Path, precision: str):
+def test_mixed_precision_and_grad_clipping_on_cpu(hydra_ctx, tmp_path: Path, precision: str, capsys):
     from ramda.engine.trainer import Trainer
 
     cfg = compose(
@@ -187,6 +187,8 @@ def test_mixed_precision_and_grad_clipping_on_cpu(hydra_ctx, tmp_path: Path, pre
     )
     summary = Trainer(cfg, tmp_path).run()
     assert summary["status"] == "completed" and 0 <= summary["metric_value"] <= 100
+    slow = "warning: trainer.precision=fp16 on the CPU: torch's float16 CPU kernels are slow"
+    assert (slow in capsys.readouterr().err) == (precision == "fp16")
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert bool(state["scaler"]) == (precision == "fp16")  # GradScaler only for fp16
     assert json.loads((tmp_path / "summary.json").read_text())["status"] == "completed"
