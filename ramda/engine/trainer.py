@@ -146,13 +146,6 @@ class Trainer:
     def run(self) -> dict[str, Any]:
         """Join the process group when launched by torchrun/srun, train, leave it (every rank together)."""
         self.env = distributed.setup(self.cfg.trainer.device, self.cfg.seed, self.cfg.trainer.threads)
-        if self.cfg.trainer.precision == "fp16" and self.env.device.type == "cpu" and self.env.is_main:
-            print(
-                "warning: trainer.precision=fp16 on the CPU: torch's float16 CPU kernels are slow (2 steps of the "
-                "ImageNet preset took 6x as long as in fp32); use trainer.precision=fp32 or bf16 on the CPU",
-                file=sys.stderr,
-                flush=True,
-            )
         self.lock: RunLock | None = None
         self.started = False  # past the checks: the run writes its directory
         together = False
@@ -279,6 +272,14 @@ class Trainer:
             )
         else:
             self.console.print(f"run directory: {self.run_dir}")
+        if self.cfg.trainer.precision == "fp16" and self.env.device.type == "cpu" and self.env.is_main:
+            # Once the run has started: bad input stays one error line.
+            print(
+                "warning: trainer.precision=fp16 on the CPU: torch's float16 CPU kernels are slow (2 steps of the "
+                "ImageNet preset took 6x as long as in fp32); use trainer.precision=fp32 or bf16 on the CPU",
+                file=sys.stderr,
+                flush=True,
+            )
         self.files.write_summary(self.summary("running"))
 
     def _train_and_report(self) -> dict[str, Any]:
