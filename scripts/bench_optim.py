@@ -76,6 +76,17 @@ def build(
     return net, lambda m: m(data, target, None)[0].mean()
 
 
+def recorded_grads(
+    model: str, device: torch.device, batch: int | None
+) -> tuple[nn.Module, list[torch.Tensor]]:
+    """The model of :func:`build` and its gradients from one forward/backward (the model's own cleared)."""
+    net, loss_fn = build(model, device, batch)
+    loss_fn(net).backward()
+    grads = [p.grad.detach().clone() for p in net.parameters()]
+    net.zero_grad(set_to_none=True)
+    return net, grads
+
+
 def baselines(device: torch.device, iteration: bool) -> dict[str, Callable[[list], torch.optim.Optimizer]]:
     """torch's optimizers to compare with, by name, as factories of a parameter list."""
     if iteration:
@@ -161,10 +172,7 @@ def ratio(a: list[float], b: list[float]) -> float:
 
 
 def bench_steps(model: str, args: argparse.Namespace, device: torch.device) -> None:
-    net, loss_fn = build(model, device, args.batch)
-    loss_fn(net).backward()
-    grads = [p.grad.detach().clone() for p in net.parameters()]
-    net.zero_grad(set_to_none=True)
+    net, grads = recorded_grads(model, device, args.batch)
     base = baselines(device, False)
     cols = " | ".join(f"{b} (ms) | × {b}" for b in base)
     print(

@@ -23,7 +23,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_optim import CLASSES, build, candidates, copy_params  # scripts/ is on the path when this runs
+from bench_optim import (  # scripts/ is on the path when this runs
+    CLASSES,
+    candidates,
+    copy_params,
+    recorded_grads,
+)
 
 from ramda.kernels import cpu
 
@@ -34,9 +39,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=30, help="timed steps per case (medians are over these)")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    net, loss = build("resnet50", torch.device("cpu"), None)
-    loss(net).backward()
-    grads = [p.grad.clone() for p in net.parameters()]
+    net, grads = recorded_grads("resnet50", torch.device("cpu"), None)
     for launch in ("_run_parallel", "_run_serial"):
         setattr(cpu, launch, lambda *a: None)
     sweep = np.ones(1 << 26, np.float32)

@@ -22,7 +22,12 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_optim import build, candidates, copy_params, sync  # scripts/ is on the path when this runs
+from bench_optim import (  # scripts/ is on the path when this runs
+    candidates,
+    copy_params,
+    recorded_grads,
+    sync,
+)
 
 #: Host-side calls counted per step: kernel launches (torch's and Triton's) and copies.
 CALLS = ("cudaLaunchKernel", "cuLaunchKernel", "cuLaunchKernelEx", "cudaMemcpyAsync")
@@ -91,10 +96,7 @@ def main() -> None:
         parser.error("--device cuda: no CUDA device is available")
     if args.steps < 1 or args.warmup < 0:
         parser.error("--steps must be >= 1 and --warmup >= 0")
-    net, loss_fn = build(args.model, device, None)
-    loss_fn(net).backward()
-    grads = [p.grad.detach().clone() for p in net.parameters()]
-    net.zero_grad(set_to_none=True)
+    net, grads = recorded_grads(args.model, device, None)
     makers = {
         "AdamW fused": lambda: torch.optim.AdamW(list(copy_params(net, grads).values()), lr=1e-3, fused=True)
     }
