@@ -259,6 +259,22 @@ def test_indivisible_global_batch_is_an_error() -> None:
         TASK(Config(batch_size=63), RunEnv(torch.device("cpu"), rank=0, world_size=2))
 
 
+def test_local_gpu_per_process_and_per_task_binding() -> None:
+    """A process uses GPU LOCAL_RANK; an srun task bound by SLURM to its own GPU (it sees fewer GPUs than its
+    local rank) uses its first one; torchrun with more processes than GPUs is one error naming LOCAL_RANK."""
+    from ramda.engine.distributed import local_gpu
+    from ramda.engine.errors import ConfigError
+
+    for srun in (False, True):
+        assert [local_gpu(r, 8, srun) for r in range(8)] == list(range(8))
+    assert [local_gpu(r, 1, srun=True) for r in range(4)] == [0, 0, 0, 0]
+    assert local_gpu(5, 2, srun=True) == 0
+    with pytest.raises(ConfigError, match=r"LOCAL_RANK.*2 but this node has 2 CUDA devices"):
+        local_gpu(2, 2, srun=False)
+    with pytest.raises(ConfigError, match=r"LOCAL_RANK.*1 but this node has 0 CUDA devices"):
+        local_gpu(1, 0, srun=True)
+
+
 def test_launcher_env_from_torchrun_and_slurm() -> None:
     """Which variables make a process one rank of several: torchrun's, or those of an ``srun`` step of several
     tasks; a batch script's shell (``SLURM_NTASKS`` but no step) and one-process launches stay single."""

@@ -3,7 +3,11 @@ root, the group-LASSO subproblem solved by bisection, and the plain-torch optimi
 
 import copy
 import math
+import os
 import pickle
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +18,8 @@ pytest.importorskip("numba")
 
 from ramda import RAMDA, RMDA, ProxGen, ProxSGD, param_groups
 from ramda.kernels.cpu import _cbrt
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_cube_root_is_correctly_rounded():
@@ -195,6 +201,52 @@ def test_fused_true_without_numba_raises_and_default_falls_back(monkeypatch):
     with pytest.raises(RuntimeError, match="fused=True needs numba"):
         RAMDA(param_groups(net, 0.1), fused=True).step()
     RAMDA(param_groups(net, 0.1)).step()
+
+
+def test_backend_that_fails_to_import_warns_once_and_falls_back(tmp_path):
+    """numba and Triton installs that are found but fail to import (here: packages whose import raises, as one
+    built for another torch would): one warning each, naming the error; fused=None steps on the plain-torch path
+    and fused=True raises. Run in a fresh interpreter, where the broken packages shadow the real ones."""
+    for name in ("numba", "triton"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text(f"raise ImportError('{name} built for another torch')\n")
+    script = """
+import warnings
+import torch
+from torch import nn
+from ramda import RAMDA, param_groups
+from ramda.kernels import numba_available, triton_available
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    assert not triton_available() and not triton_available()
+    net = nn.Linear(6, 4)
+    for p in net.parameters():
+        p.grad = torch.ones_like(p)
+    before = net.weight.detach().clone()
+    RAMDA(param_groups(net, 0.1)).step()
+    assert not torch.equal(net.weight, before)
+    assert not numba_available()
+    try:
+        RAMDA(param_groups(net, 0.1), fused=True).step()
+    except RuntimeError as err:
+        assert "fused=True needs numba" in str(err), err
+    else:
+        raise AssertionError("fused=True did not raise")
+for w in caught:
+    print(w.category.__name__, w.message)
+"""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines == [
+        f"RuntimeWarning ramda: the {name} kernels failed to load (ImportError: {name} built for another torch); "
+        f"using the plain-torch path{hint}"
+        for name, hint in (
+            ("triton", ""),
+            ("numba", " (set NUMBA_CACHE_DIR to a writable directory if the error is about caching)"),
+        )
+    ], out.stdout
 
 
 def test_optimizer_survives_deepcopy_and_pickle():

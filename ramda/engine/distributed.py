@@ -83,11 +83,27 @@ def _first_slurm_host(nodelist: str) -> str:
     return out[0]
 
 
+def local_gpu(local: int, count: int, srun: bool) -> int:
+    """The GPU index of the process of local rank ``local`` that sees ``count`` GPUs: ``local``, one GPU per process.
+    Under ``srun`` without torchrun (``srun``), a task that sees fewer GPUs than its local rank was bound to its
+    own GPUs by SLURM (``--gpus-per-task``, ``--gpu-bind``, a site's default binding): it takes the first of them.
+    Two ranks that do share one GPU are refused by NCCL when the process group starts (a duplicate GPU)."""
+    if local < count:
+        return local
+    if srun and count > 0:
+        return 0
+    raise ConfigError(
+        "LOCAL_RANK",
+        f"{local} but this node has {count} CUDA devices",
+        "valid: at most one process per GPU (torchrun --nproc_per_node <= the GPU count)",
+    )
+
+
 def setup(device: str, seed: int, threads: int = 0) -> RunEnv:
     """This process's :class:`RunEnv`; joins the process group when a launcher started several processes.
 
-    Distributed on CUDA, process ``LOCAL_RANK`` uses ``cuda:LOCAL_RANK`` (``trainer.device`` must be ``auto`` or
-    ``cuda``); on the CPU every process uses the CPU.
+    Distributed on CUDA, process ``LOCAL_RANK`` uses ``cuda:LOCAL_RANK`` (:func:`local_gpu`; ``trainer.device``
+    must be ``auto`` or ``cuda``); on the CPU every process uses the CPU.
     """
     env = launcher_env()
     if not env:
@@ -102,13 +118,8 @@ def setup(device: str, seed: int, threads: int = 0) -> RunEnv:
                 f"'{device}' pins every process to one GPU",
                 "valid with several processes: auto or cuda (process LOCAL_RANK uses cuda:LOCAL_RANK)",
             )
-        if local >= torch.cuda.device_count():
-            raise ConfigError(
-                "LOCAL_RANK",
-                f"{local} but this node has {torch.cuda.device_count()} CUDA devices",
-                "valid: at most one process per GPU (torchrun --nproc_per_node <= the GPU count)",
-            )
-        dev = torch.device("cuda", local)
+        srun = "RANK" not in os.environ  # launcher_env derived the ranks from SLURM's variables
+        dev = torch.device("cuda", local_gpu(local, torch.cuda.device_count(), srun))
         torch.cuda.set_device(dev)
     os.environ.update(env)
     if not dist.is_initialized():  # once per process: the jobs of a multirun share it

@@ -17,25 +17,36 @@ def same_layout(a: Tensor, b: Tensor) -> bool:
     return a.shape == b.shape and all(n == 1 or x == y for n, x, y in zip(a.shape, a.stride(), b.stride()))
 
 
+def _loads(backend: str, module: str, hint: str) -> bool:
+    """Whether ``module`` (a kernel module needing ``backend``) imports. ``backend`` missing is silent; present but
+    failing to import (a broken install, a version that does not match torch's…) warns once, naming the error,
+    and the optimizers use the plain-torch path."""
+    if importlib.util.find_spec(backend) is None:
+        return False
+    try:
+        importlib.import_module(module)
+    except Exception as exc:  # any failure of a third-party JIT to load must not stop training
+        warnings.warn(
+            f"ramda: the {backend} kernels failed to load ({type(exc).__name__}: {exc}); using the plain-torch "
+            f"path{hint}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return False
+    return True
+
+
 @functools.cache
 def triton_available() -> bool:
-    return importlib.util.find_spec("triton") is not None
+    """Whether the Triton GPU kernels load (see :func:`_loads`)."""
+    return _loads("triton", "ramda.kernels._triton", "")
 
 
 @functools.cache
 def numba_available() -> bool:
-    """Whether the numba CPU kernels load. numba missing is silent; numba present but failing to load them (a
-    broken llvmlite, no writable cache directory…) warns once, and the optimizers use the plain-torch path."""
-    if importlib.util.find_spec("numba") is None:
-        return False
-    try:
-        importlib.import_module("ramda.kernels.cpu")
-    except Exception as exc:  # any failure of a third-party JIT to load must not stop training
-        warnings.warn(
-            f"ramda: the numba CPU kernels failed to load ({type(exc).__name__}: {exc}); using the plain-torch "
-            "path (set NUMBA_CACHE_DIR to a writable directory if the error is about caching)",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-        return False
-    return True
+    """Whether the numba CPU kernels load (see :func:`_loads`)."""
+    return _loads(
+        "numba",
+        "ramda.kernels.cpu",
+        " (set NUMBA_CACHE_DIR to a writable directory if the error is about caching)",
+    )
