@@ -368,7 +368,7 @@ def test_closed_form_prox_kernels_match_float64(cls, kw, lam, reference, layout,
     """RMDA's and ProxSGD's one-pass kernels, on tensors cut into several chunks, against float64 numpy."""
     from ramda.kernels import cpu
 
-    monkeypatch.setattr(cpu, "CHUNK", 60)  # several chunks per tensor, with a partial last one
+    monkeypatch.setattr(cpu, "CHUNK", 216)  # chunks of 4, 4 and 3 groups
     torch.manual_seed(0)
     shape = (6, 11, 3, 3)
     small = torch.ones(shape[1]).view(1, -1, 1, 1)
@@ -402,6 +402,22 @@ def test_ramda_kernel_solves_the_subproblem_across_chunks(shape, monkeypatch):
 
     monkeypatch.setattr(cpu, "CHUNK", 20)
     test_ramda_kernel_solves_the_subproblem(shape, torch.contiguous_format)
+
+
+def test_plan_cuts_equal_chunks_and_gives_threads_equal_work(monkeypatch):
+    """A tensor over CHUNK is cut into chunks of about equal width (not full ones and a narrow rest, whose row spans
+    are short), lane-aligned; each thread boundary falls where the work before it is nearest its share."""
+    from ramda.kernels import cpu
+
+    monkeypatch.setattr(cpu, "CHUNK", 1 << 21)
+    plan = cpu.Plan([(512, 512, 9)] * 10, True, 2)
+    assert plan.dims[0, 3] == 256 and plan.work.shape[0] == 20
+    np.testing.assert_array_equal(plan.bounds, [0, 10, 20])
+    widths = [cpu.Plan([(64, n_in, 9)], True, 1).dims[0, 3] for n_in in (3640, 3641, 3700)]
+    assert widths == [3640, 1824, 1856]  # 64·3640·9 entries fit one chunk; more take two, rounded up to 16
+    # Work items of 1000, then four of 2048·1024 entries: the half (4 194 804) is 500 after the third one.
+    plan = cpu.Plan([(100, 10, 1), (2048, 2048, 1), (2048, 2048, 1)], True, 2)
+    np.testing.assert_array_equal(plan.bounds, [0, 3, 5])
 
 
 @pytest.mark.parametrize(

@@ -495,8 +495,12 @@ class Plan:
         sizes = np.empty(count, np.int64)
         for i, (n_out, n_in, k_size) in enumerate(shapes):
             if grouped:
+                # As few chunks as CHUNK allows, of about equal width (a narrow last chunk has short row spans),
+                # rounded up to a multiple of ``unit`` groups where they are that wide.
                 unit = LANES // math.gcd(k_size, LANES)
-                m = max(1, min(n_in, CHUNK // (n_out * k_size) // unit * unit))
+                parts = -(-n_in // max(1, CHUNK // (n_out * k_size)))
+                m = -(-n_in // parts)
+                m = min(n_in, -(-m // unit) * unit) if m >= unit else m
             else:
                 n_out, n_in, k_size = 1, n_out * n_in * k_size, 1
                 m = min(n_in, PLAIN_CHUNK)
@@ -514,8 +518,14 @@ class Plan:
         self.root_sizes = [math.sqrt(group_size(shape)) for shape in shapes]
         self.parallel = threads > 1 and total >= PARALLEL_MIN and owner.size > 1
         if self.parallel:
+            # Thread b takes work items bounds[b] … bounds[b + 1] − 1: each boundary is the one whose cost before
+            # it is nearest to b/blocks of the total.
             blocks = min(threads, owner.size)
-            self.bounds = np.searchsorted(cost, total * np.arange(blocks + 1) / blocks, side="left")
+            before = np.concatenate([[0], cost])
+            target = total * np.arange(blocks + 1) / blocks
+            right = np.minimum(np.searchsorted(before, target), owner.size)
+            nearer_left = target - before[right - 1] < before[right] - target
+            self.bounds = np.where((right > 0) & nearer_left, right - 1, right)
             self.bounds[0], self.bounds[-1] = 0, owner.size
         else:
             self.bounds = np.array([0, owner.size], np.int64)
