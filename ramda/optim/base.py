@@ -14,6 +14,7 @@ from torch.optim import Optimizer
 
 from ramda.kernels import numba_available, triton_available
 from ramda.kernels.gpu import fused_supported as gpu_supported
+from ramda.optim import memory
 from ramda.regularizers import Regularizer, check_lam, get_regularizer
 from ramda.solver import STOP_MODES, default_stop
 
@@ -78,6 +79,8 @@ class RegularizedOptimizer(Optimizer):
                 group.setdefault(key, value)
             self._check_group(group, index)
         super().__setstate__(state)
+        for param_state in self.state.values():
+            memory.rehome(param_state)
         self._init_transient()
 
     def _validate_hyper(self, group: dict[str, Any]) -> None:
@@ -439,9 +442,9 @@ def dual_averaging_state(state: dict[str, Any], p: Tensor, sums: tuple[str, ...]
     if not state:
         state["step"] = 0
         state["alpha"] = 0.0
-        state["w0"] = p.detach().clone(memory_format=torch.preserve_format)
+        state["w0"] = memory.clone(p)
         for name in sums:
-            state[name] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state[name] = memory.zeros_like(p)
     return state
 
 

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from ramda.kernels import gpu
+from ramda.optim import memory
 from ramda.optim.base import CPU_KERNELS, FusedKernel, RegularizedOptimizer
 from ramda.solver import solve
 
@@ -87,8 +88,8 @@ class ProxGen(RegularizedOptimizer):
         for p, state in zip(params, states):
             if not state:
                 state["step"] = 0
-                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["exp_avg"] = memory.zeros_like(p)
+                state["exp_avg_sq"] = memory.zeros_like(p)
             state["step"] += 1
         reg = self.regularizer_of(group)
         rest = self._fused_steps(group, reg, params, grads, states)

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ramda.optim import memory
 from ramda.optim.base import CPU_KERNELS, RegularizedOptimizer
 
 
@@ -51,7 +52,7 @@ class ProxSGD(RegularizedOptimizer):
         for p, state in zip(params, states):
             if "momentum_buffer" not in state:
                 # Zero, so that the first update gives m = c·g exactly on every path.
-                state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["momentum_buffer"] = memory.zeros_like(p)
         reg = self.regularizer_of(group)
         rest = self._fused_steps(group, reg, params, grads, states)
         if not rest:

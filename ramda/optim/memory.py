@@ -1,0 +1,105 @@
+"""Optimizer state on transparent huge pages (Linux, CPU tensors of at least :data:`HUGE_MIN` bytes).
+
+A fused CPU step streams every state tensor once per step, several at a time. With 4 KiB pages each stream
+crosses a page, and needs a new TLB entry, every 1024 floats. On 2 MiB pages that happens 512 times less often.
+Measured on the development machine, an RMDA step on ten [512, 512, 3, 3] weights took about 25 % less time with
+its state on huge pages (docs/benchmarks.md). torch allocates from the C heap, which may hand back memory that
+is already touched and so already mapped to 4 KiB pages. A large state tensor is therefore placed in fresh
+anonymous memory (``mmap``), aligned to 2 MiB and advised ``MADV_HUGEPAGE`` before its first touch. Whether the
+kernel then backs it with huge pages is up to its THP settings (``/sys/kernel/mm/transparent_hugepage``): with
+``never`` nothing is advised and the state is an ordinary tensor.
+
+Only where the memory lives changes: values, strides, dtype and device are those of ``torch.zeros_like(p,
+memory_format=torch.preserve_format)``. A saved state holds its own bytes and nothing more, since the tensor's
+storage is exactly its entries, and it loads like any other.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import mmap
+import sys
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+#: Bytes of a huge page on x86-64 and arm64 Linux (the THP size).
+HUGE_PAGE = 1 << 21
+#: Smallest state tensor placed on huge pages. At two pages, the at most one partly used page at the end wastes
+#: under a third of the tensor's size; at 9 MB (a [512, 512, 3, 3] weight) under a tenth.
+HUGE_MIN = 2 * HUGE_PAGE
+_MADV_HUGEPAGE = 14
+_THP_MODES = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+
+
+@functools.cache
+def huge_pages_available() -> bool:
+    """Whether this process can ask for transparent huge pages: Linux with THP in mode ``always`` or
+    ``madvise``."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        modes = _THP_MODES.read_text()
+    except OSError:
+        return False
+    return "[never]" not in modes
+
+
+@functools.cache
+def _madvise() -> ctypes._CFuncPtr:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    libc.madvise.restype = ctypes.c_int
+    return libc.madvise
+
+
+def _dense(p: Tensor) -> bool:
+    """Whether p's entries fill ``numel`` consecutive slots in some order of its axes (contiguous or
+    channels-last), so that a tensor with p's strides can be laid over a flat buffer."""
+    if p.is_contiguous():
+        return True
+    formats = {4: torch.channels_last, 5: torch.channels_last_3d}
+    return p.dim() in formats and p.is_contiguous(memory_format=formats[p.dim()])
+
+
+def _applies(p: Tensor) -> bool:
+    """Whether a state tensor like ``p`` goes on huge pages: a dense CPU tensor of at least :data:`HUGE_MIN`
+    bytes, where THP is available."""
+    return (
+        p.is_cpu
+        and p.layout == torch.strided
+        and p.numel() * p.element_size() >= HUGE_MIN
+        and _dense(p)
+        and huge_pages_available()
+    )
+
+
+def zeros_like(p: Tensor) -> Tensor:
+    """``torch.zeros_like(p, memory_format=torch.preserve_format)``, on huge pages where that applies (see the
+    module docstring)."""
+    if not _applies(p):
+        return torch.zeros_like(p, memory_format=torch.preserve_format)
+    nbytes = p.numel() * p.element_size()
+    buf = mmap.mmap(-1, nbytes + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    start = torch.frombuffer(buf, dtype=torch.uint8, count=1).data_ptr()
+    offset = -start % HUGE_PAGE
+    length = -(-nbytes // HUGE_PAGE) * HUGE_PAGE
+    _madvise()(start + offset, length, _MADV_HUGEPAGE)  # a refusal (EINVAL…) leaves ordinary pages
+    flat = torch.frombuffer(buf, dtype=p.dtype, count=p.numel(), offset=offset)
+    return flat.as_strided(p.shape, p.stride())  # fresh anonymous memory reads as zeros
+
+
+def clone(p: Tensor) -> Tensor:
+    """``p.detach().clone(memory_format=torch.preserve_format)``, on huge pages where that applies."""
+    out = zeros_like(p)
+    return out.copy_(p.detach())
+
+
+def rehome(state: dict) -> None:
+    """Move the CPU tensors of one parameter's ``state`` (as loaded from a checkpoint) to huge pages where that
+    applies; equal values, the same strides."""
+    for key, value in state.items():
+        if isinstance(value, Tensor) and _applies(value):
+            state[key] = clone(value)
