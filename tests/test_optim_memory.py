@@ -58,6 +58,16 @@ def test_without_thp_the_state_is_torchs_allocation(no_thp):
     assert torch.equal(z, torch.zeros_like(p)) and z.untyped_storage().nbytes() == p.numel() * 4
 
 
+def test_ramda_huge_pages_0_turns_it_off(monkeypatch):
+    monkeypatch.setenv("RAMDA_HUGE_PAGES", "0")
+    memory.huge_pages_available.cache_clear()
+    try:
+        assert not memory.huge_pages_available() and not memory._applies(torch.randn(BIG))
+    finally:
+        monkeypatch.undo()
+        memory.huge_pages_available.cache_clear()
+
+
 def test_small_and_strided_tensors_are_left_to_torch():
     small = torch.randn(64, 64)
     assert memory.zeros_like(small).untyped_storage().nbytes() == small.numel() * 4

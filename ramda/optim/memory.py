@@ -7,7 +7,8 @@ pages and 31–40 ms on 4 KiB pages (docs/benchmarks.md). torch allocates from t
 is already touched and so already mapped to 4 KiB pages. A large state tensor is therefore placed in fresh
 anonymous memory (``mmap``), aligned to 2 MiB and advised ``MADV_HUGEPAGE`` before its first touch. Whether the
 kernel then backs it with huge pages is up to its THP settings (``/sys/kernel/mm/transparent_hugepage``): with
-``never`` nothing is advised and the state is an ordinary tensor.
+``never``, or with ``RAMDA_HUGE_PAGES=0`` in the environment, nothing is advised and the state is an ordinary
+tensor.
 
 Only where the memory lives changes: values, strides, dtype and device are those of ``torch.zeros_like(p,
 memory_format=torch.preserve_format)``. A saved state holds its own bytes and nothing more, since the tensor's
@@ -19,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import mmap
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -37,9 +39,9 @@ _THP_MODES = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 
 @functools.cache
 def huge_pages_available() -> bool:
-    """Whether this process can ask for transparent huge pages: Linux with THP in mode ``always`` or
-    ``madvise``."""
-    if not sys.platform.startswith("linux"):
+    """Whether this process asks for transparent huge pages: Linux with THP in mode ``always`` or ``madvise``,
+    unless the environment sets ``RAMDA_HUGE_PAGES=0``."""
+    if not sys.platform.startswith("linux") or os.environ.get("RAMDA_HUGE_PAGES", "1") == "0":
         return False
     try:
         modes = _THP_MODES.read_text()
