@@ -20,7 +20,7 @@ from __future__ import annotations
 import atexit
 import os
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,7 @@ def launcher_env(environ: dict[str, str] | None = None) -> dict[str, str]:
     of this process, or ``{}`` for a single process. Under ``srun`` without torchrun they are derived from
     SLURM's variables (a step of more than one task)."""
     env = dict(os.environ if environ is None else environ)
-    if "RANK" in env and "WORLD_SIZE" in env:
+    if _from_torchrun(env):
         keys = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
         out = {k: env[k] for k in keys if k in env}
         out.setdefault("LOCAL_RANK", "0")
@@ -60,6 +60,11 @@ def launcher_env(environ: dict[str, str] | None = None) -> dict[str, str]:
         "MASTER_ADDR": master,
         "MASTER_PORT": port,
     }
+
+
+def _from_torchrun(env: Mapping[str, str]) -> bool:
+    """Whether the ranks come from torchrun-style variables (else, if any, from SLURM's)."""
+    return "RANK" in env and "WORLD_SIZE" in env
 
 
 def _first_slurm_host(nodelist: str) -> str:
@@ -118,8 +123,9 @@ def setup(device: str, seed: int, threads: int = 0) -> RunEnv:
                 f"'{device}' pins every process to one GPU",
                 "valid with several processes: auto or cuda (process LOCAL_RANK uses cuda:LOCAL_RANK)",
             )
-        srun = "RANK" not in os.environ  # launcher_env derived the ranks from SLURM's variables
-        dev = torch.device("cuda", local_gpu(local, torch.cuda.device_count(), srun))
+        dev = torch.device(
+            "cuda", local_gpu(local, torch.cuda.device_count(), srun=not _from_torchrun(os.environ))
+        )
         torch.cuda.set_device(dev)
     os.environ.update(env)
     if not dist.is_initialized():  # once per process: the jobs of a multirun share it

@@ -8,6 +8,7 @@ import functools
 import importlib.util
 import warnings
 
+import torch
 from torch import Tensor
 
 
@@ -15,6 +16,12 @@ def same_layout(a: Tensor, b: Tensor) -> bool:
     """Same shape and the same strides along every axis longer than 1 (the stride of an axis of length 1 never
     moves an address: autograd may hand such a gradient over as it is, e.g. a channels-last 1×1 convolution's)."""
     return a.shape == b.shape and all(n == 1 or x == y for n, x, y in zip(a.shape, a.stride(), b.stride()))
+
+
+def channels_last(t: Tensor) -> bool:
+    """Whether ``t`` is dense in channels-last order: a 4-d ``channels_last`` or 5-d ``channels_last_3d`` tensor."""
+    fmt = {4: torch.channels_last, 5: torch.channels_last_3d}.get(t.dim())
+    return fmt is not None and t.is_contiguous(memory_format=fmt)
 
 
 def _loads(backend: str, module: str, hint: str) -> bool:

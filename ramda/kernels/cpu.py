@@ -39,7 +39,7 @@ from numba.extending import intrinsic
 from torch import Tensor
 
 from ramda import newton
-from ramda.kernels import same_layout
+from ramda.kernels import channels_last, same_layout
 
 _FLT_MIN = np.float32(1.1754944e-38)
 _U = np.uint64
@@ -454,14 +454,9 @@ def layout(tensors: list[Tensor], grouped: bool) -> tuple[int, int, int] | None:
     n = p.numel()
     if p.is_contiguous():
         return (shape[0], shape[1], n // (shape[0] * shape[1])) if grouped else (1, n, 1)
-    dense = None
-    if (p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last)) or (
-        p.dim() == 5 and p.is_contiguous(memory_format=torch.channels_last_3d)
-    ):
-        dense = (n // shape[1], shape[1], 1)
-    if dense is None:
+    if not channels_last(p):
         return None
-    return dense if grouped else (1, n, 1)
+    return (n // shape[1], shape[1], 1) if grouped else (1, n, 1)
 
 
 def set_threads() -> int:

@@ -28,6 +28,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ramda.kernels import channels_last
+
 #: Bytes of a huge page on x86-64 and arm64 Linux (the THP size).
 HUGE_PAGE = 1 << 21
 #: Smallest state tensor placed on huge pages. The at most one partly used page at its end then wastes less than
@@ -58,15 +60,6 @@ def _madvise() -> Callable[[int, int, int], int]:
     return libc.madvise
 
 
-def _dense(p: Tensor) -> bool:
-    """Whether p's entries fill ``numel`` consecutive slots in some order of its axes (contiguous or
-    channels-last), so that a tensor with p's strides can be laid over a flat buffer."""
-    if p.is_contiguous():
-        return True
-    formats = {4: torch.channels_last, 5: torch.channels_last_3d}
-    return p.dim() in formats and p.is_contiguous(memory_format=formats[p.dim()])
-
-
 def _applies(p: Tensor) -> bool:
     """Whether a state tensor like ``p`` goes on huge pages: a dense CPU tensor of at least :data:`HUGE_MIN`
     bytes, where THP is available."""
@@ -74,7 +67,7 @@ def _applies(p: Tensor) -> bool:
         p.is_cpu
         and p.layout == torch.strided
         and p.numel() * p.element_size() >= HUGE_MIN
-        and _dense(p)
+        and (p.is_contiguous() or channels_last(p))  # dense: p's strides can be laid over a flat buffer
         and huge_pages_available()
     )
 
@@ -96,8 +89,9 @@ def zeros_like(p: Tensor) -> Tensor:
 
 def clone(p: Tensor) -> Tensor:
     """``p.detach().clone(memory_format=torch.preserve_format)``, on huge pages where that applies."""
-    out = zeros_like(p)
-    return out.copy_(p.detach())
+    if not _applies(p):
+        return p.detach().clone(memory_format=torch.preserve_format)
+    return zeros_like(p).copy_(p.detach())
 
 
 def rehome(state: dict) -> None:
