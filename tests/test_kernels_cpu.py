@@ -176,6 +176,27 @@ def test_fused_float32_matches_float64_torch_path(cls, kw, lam):
     assert opt_f.solver_iterations() >= 1
 
 
+@pytest.mark.parametrize("cls, kw", [(RAMDA, dict(momentum=0.5)), (ProxGen, {})])
+def test_learning_rate_zero_keeps_zero_groups_zero(cls, kw):
+    """lr = 0 (a warm-up's first step, the end of a cosine schedule) makes the threshold c = 0, so a group with
+    b = 0 (one already pruned) has W̃ = bρ/(Pρ + c) = 0/0 at ρ = 0. It stays exactly zero, as on the plain-torch
+    path, and the other groups match that path (the fused step wrote NaN there)."""
+    torch.manual_seed(0)
+    fused = nn.Conv2d(6, 8, 3)
+    with torch.no_grad():
+        fused.weight[:, 2] = 0.0
+    ref = copy.deepcopy(fused)
+    opts = [cls(param_groups(m, 0.1), lr=0.0, fused=f, **kw) for m, f in ((fused, True), (ref, False))]
+    for _ in range(2):
+        for pf, pr in zip(fused.parameters(), ref.parameters()):
+            pf.grad = torch.randn_like(pf)
+            pr.grad = pf.grad.clone()
+        for opt in opts:
+            opt.step()
+    assert torch.equal(fused.weight[:, 2], torch.zeros_like(fused.weight[:, 2]))
+    torch.testing.assert_close(fused.weight, ref.weight, rtol=1e-6, atol=1e-7)
+
+
 def test_result_does_not_depend_on_the_thread_count():
     threads = torch.get_num_threads()
     outs = []

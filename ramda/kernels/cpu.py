@@ -241,7 +241,10 @@ def _newton_write(w, P, B, n_out, n_in, k_size, j0, m, col_bsq, col_pmax, c, mix
         for e in range(L):
             r = rho_e[e]
             i = base + e
-            w[i] = _lerp(w[i], B[q + e] * r / (P[q + e] * r + cf), mix)
+            z = B[q + e] * r
+            d = P[q + e] * r + cf
+            # A zero group (ρ = 0) with c = 0 (a learning rate of 0) has d = 0: its W̃ is 0, not 0/0.
+            w[i] = _lerp(w[i], z / d if d > 0.0 else z, mix)
     return it
 
 
