@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -264,6 +265,23 @@ def check_resumed_run(run: Path, epochs: int, texts: list[str]) -> None:
     assert (summary["status"], summary["epochs_completed"]) == ("completed", epochs)
 
 
+def usr1_stopped(job: str) -> bool | None:
+    """None until SIGUSR1 has reached the task of job ``job``'s step 0 (on this node), then whether the task
+    is still stopped with the signal pending (slurmd continues a stopped step when it signals it)."""
+    out = subprocess.run(
+        ["scontrol", "listpids", job_field(job, "JobId")], capture_output=True, text=True, check=True
+    ).stdout
+    pids = [row[0] for row in (r.split() for r in out.splitlines()[1:]) if row[2:4] == ["0", "0"]]
+    try:
+        text = Path(f"/proc/{pids[0]}/status").read_text()
+    except (IndexError, FileNotFoundError):
+        return False  # the stopped task has left: the signal reached it and the job was requeued
+    status = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    pending = (int(status["SigPnd"], 16) | int(status["ShdPnd"], 16)) >> (signal.SIGUSR1 - 1) & 1
+    stopped = status["State"].split()[0] == "T"
+    return None if stopped and not pending else stopped
+
+
 def lines(path: Path) -> int:
     return path.read_text().count("\n") if path.exists() else 0
 
@@ -272,19 +290,19 @@ def test_stop_signals_requeue_the_jobs_and_they_resume(slurm_cluster: None, tmp_
     """Two sweep jobs, each stopped twice while it trains, each time once it has logged a new epoch.
     Job 0: USR1 to the batch shell (`scancel --signal=USR1 --batch`, forwarded by the batch script), then an
     operator's `scontrol requeue` (SIGTERM). Job 1: the time-limit signal (`--signal=USR1@180`, due at once
-    after `scontrol update TimeLimit=<run time + 2 min>`; the run is held with SIGSTOP for 35 s meanwhile,
-    slurmctld checks time limits every 30 s; the limit is restored once the job is requeued), then USR1 to
-    the job step (`scancel --signal=USR1`). Each time the run saves its checkpoint and the job comes back
-    (requeued by itself, except after `scontrol requeue`) and resumes; every epoch is logged once, the lines
-    logged before each stop are kept, and the submitter returns 0."""
+    after `scontrol update TimeLimit=<run time + 2 min>`; the run is held with SIGSTOP until the signal has
+    reached it, up to 150 s, as slurmctld checks time limits every 30 s; the limit is restored once the job
+    is requeued), then USR1 to the job step (`scancel --signal=USR1`). Each time the run saves its
+    checkpoint and the job comes back (requeued by itself, except after `scontrol requeue`) and resumes;
+    every epoch is logged once, the lines logged before each stop are kept, and the submitter returns 0."""
     sweep = tmp_path / "sweep"
     metrics = [sweep / "digits" / opt / "seed1" / "metrics.jsonl" for opt in ("ramda", "proxsgd")]
-    epochs = 6
+    epochs = 10
     cmd = sweep_cmd(sweep, "optimizer=ramda,proxsgd", f"trainer.epochs={epochs}", "task.max_train_batches=10")
     cmd += ["task.max_eval_batches=2", "hydra.launcher.signal_delay_s=180"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     releaser = Releaser(sweep)
-    frozen: dict[str, float] = {}  # job -> when to send SIGCONT
+    frozen: dict[str, float] = {}  # job -> deadline for the time-limit signal to reach the stopped run
 
     def scancel(*args: str) -> None:
         subprocess.run(["scancel", *args], check=True)
@@ -294,7 +312,7 @@ def test_stop_signals_requeue_the_jobs_and_they_resume(slurm_cluster: None, tmp_
         limit = minutes(job_field(job, "RunTime")) + 2
         scancel("--signal=STOP", job)
         subprocess.run(["scontrol", "update", f"JobId={job}", f"TimeLimit={limit}"], check=True)
-        frozen[job] = time.monotonic() + 35
+        frozen[job] = time.monotonic() + 150
 
     stops = [
         [lambda job: scancel("--signal=USR1", "--batch", job),
@@ -311,9 +329,13 @@ def test_stop_signals_requeue_the_jobs_and_they_resume(slurm_cluster: None, tmp_
                 time.sleep(0.1)
                 jobs = submitit_jobs(sweep)
                 for i, job in enumerate(jobs):
-                    if job in frozen and time.monotonic() > frozen[job]:
-                        del frozen[job]
-                        scancel("--signal=CONT", job)
+                    if job in frozen:
+                        assert time.monotonic() < frozen[job], f"no time-limit signal for job {job} in 150 s"
+                        stopped = usr1_stopped(job)
+                        if stopped is not None:
+                            del frozen[job]
+                        if stopped:
+                            scancel("--signal=CONT", job)
                     restarts = job_field(job, "Restarts")
                     if job in releaser.held and restarts == str(len(texts[i])):
                         subprocess.run(["scontrol", "update", f"JobId={job}", "TimeLimit=60"], check=True)
