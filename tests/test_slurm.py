@@ -265,9 +265,10 @@ def check_resumed_run(run: Path, epochs: int, texts: list[str]) -> None:
     assert (summary["status"], summary["epochs_completed"]) == ("completed", epochs)
 
 
-def usr1_stopped(job: str) -> bool | None:
-    """None until SIGUSR1 has reached the task of job ``job``'s step 0 (on this node), then whether the task
-    is still stopped with the signal pending (slurmd continues a stopped step when it signals it)."""
+def signalled(job: str) -> bool:
+    """Whether SIGUSR1 has reached the task of job ``job``'s step 0 (on this node), which the test stopped:
+    slurmd continues a stopped step when it signals it; a step still stopped with the signal pending is
+    continued here."""
     out = subprocess.run(
         ["scontrol", "listpids", job_field(job, "JobId")], capture_output=True, text=True, check=True
     ).stdout
@@ -275,11 +276,14 @@ def usr1_stopped(job: str) -> bool | None:
     try:
         text = Path(f"/proc/{pids[0]}/status").read_text()
     except (IndexError, FileNotFoundError):
-        return False  # the stopped task has left: the signal reached it and the job was requeued
+        return True  # the stopped task has left: the signal reached it and the job was requeued
     status = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    if status["State"].split()[0] != "T":
+        return True
     pending = (int(status["SigPnd"], 16) | int(status["ShdPnd"], 16)) >> (signal.SIGUSR1 - 1) & 1
-    stopped = status["State"].split()[0] == "T"
-    return None if stopped and not pending else stopped
+    if pending:
+        subprocess.run(["scancel", "--signal=CONT", job], check=True)
+    return bool(pending)
 
 
 def lines(path: Path) -> int:
@@ -331,11 +335,8 @@ def test_stop_signals_requeue_the_jobs_and_they_resume(slurm_cluster: None, tmp_
                 for i, job in enumerate(jobs):
                     if job in frozen:
                         assert time.monotonic() < frozen[job], f"no time-limit signal for job {job} in 150 s"
-                        stopped = usr1_stopped(job)
-                        if stopped is not None:
+                        if signalled(job):
                             del frozen[job]
-                        if stopped:
-                            scancel("--signal=CONT", job)
                     restarts = job_field(job, "Restarts")
                     if job in releaser.held and restarts == str(len(texts[i])):
                         subprocess.run(["scontrol", "update", f"JobId={job}", "TimeLimit=60"], check=True)
